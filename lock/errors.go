@@ -1,0 +1,104 @@
+package lock
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Sentinel errors. Every error returned by this package that means one of
+// these wraps it, so callers branch with errors.Is.
+var (
+	// ErrLocked means another holder holds the mutex. The error is a
+	// *LockedError that says who holds it and until when.
+	ErrLocked = errors.New("mutex is locked")
+	// ErrNotHeld means the caller is not the holder of the mutex: Unlock by a
+	// handle or identity that does not hold it. Nothing was changed.
+	ErrNotHeld = errors.New("mutex is not held by this holder")
+	// ErrAlreadyHeld means this holder identity already holds the mutex.
+	// Locking it again would either deadlock or silently share it, so it is
+	// refused at once.
+	ErrAlreadyHeld = errors.New("mutex is already held by this holder")
+	// ErrLost means a hold ended without the holder's Unlock: the lock was
+	// force-unlocked or taken over, or its TTL ran out before a renewal
+	// succeeded. Work done under it may have overlapped another holder's.
+	ErrLost = errors.New("mutex lock was lost")
+	// ErrNotMutex means the Lease exists but is not a konlease mutex (for
+	// example a leader-election Lease), or its konlease annotations are
+	// malformed. Such a Lease is never modified. The error is a
+	// *NotMutexError that says why.
+	ErrNotMutex = errors.New("lease is not a konlease mutex")
+	// ErrNotFound means the mutex does not exist.
+	ErrNotFound = errors.New("mutex not found")
+	// ErrTTLConflict means Create found the mutex with another TTL.
+	ErrTTLConflict = errors.New("mutex exists with a different TTL")
+	// ErrInvalid means an argument (name, namespace, holder, TTL, option) is
+	// invalid. Nothing was sent to the API server.
+	ErrInvalid = errors.New("invalid argument")
+	// ErrTokenExhausted means the mutex's fencing token reached the largest
+	// value a Lease can store (2^31-1 acquisitions); delete and recreate it.
+	ErrTokenExhausted = errors.New("mutex fencing token exhausted")
+)
+
+// LockedError reports that a mutex is held by someone else. It matches
+// ErrLocked with errors.Is. When a blocking Lock gave up because its context
+// ended, it also wraps the context's error (context.DeadlineExceeded or
+// context.Canceled).
+type LockedError struct {
+	Namespace string
+	Name      string
+	// Holder is the identity of the current holder.
+	Holder string
+	// LockedAt is when the holder acquired the mutex (API server clock, as
+	// the holder estimated it).
+	LockedAt time.Time
+	// ExpiresAt is when the holder's TTL runs out unless renewed; zero for a
+	// mutex without TTL.
+	ExpiresAt time.Time
+	// Token is the fencing token of the holder's acquisition.
+	Token int64
+
+	cause error
+}
+
+func (e *LockedError) Error() string {
+	msg := fmt.Sprintf("mutex %s/%s is locked by %q", e.Namespace, e.Name, e.Holder)
+	if !e.ExpiresAt.IsZero() {
+		msg += fmt.Sprintf(" until %s unless renewed", e.ExpiresAt.UTC().Format(time.RFC3339))
+	}
+	if e.cause != nil {
+		msg += ": " + e.cause.Error()
+	}
+	return msg
+}
+
+// Is makes errors.Is(err, ErrLocked) true.
+func (e *LockedError) Is(target error) bool { return target == ErrLocked }
+
+// Unwrap returns the context error that ended a blocking Lock, if any.
+func (e *LockedError) Unwrap() error { return e.cause }
+
+// NotMutexError reports a Lease that this package refuses to touch.
+type NotMutexError struct {
+	Namespace string
+	Name      string
+	// Reason says what is missing or malformed.
+	Reason string
+}
+
+func (e *NotMutexError) Error() string {
+	return fmt.Sprintf("lease %s/%s is not a konlease mutex: %s; konlease never modifies it", e.Namespace, e.Name, e.Reason)
+}
+
+// Is makes errors.Is(err, ErrNotMutex) true.
+func (e *NotMutexError) Is(target error) bool { return target == ErrNotMutex }
+
+// invalidError marks an error from another package (such as ttl) as an
+// invalid argument too, keeping its own message and chain.
+type invalidError struct{ err error }
+
+func invalid(err error) error { return &invalidError{err: err} }
+
+func (e *invalidError) Error() string        { return e.err.Error() }
+func (e *invalidError) Unwrap() error        { return e.err }
+func (e *invalidError) Is(target error) bool { return target == ErrInvalid }

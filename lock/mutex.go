@@ -1,0 +1,586 @@
+package lock
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+
+	"github.com/konlease/konlease/ttl"
+)
+
+// DefaultCleanupTimeout bounds the requests that clean up after a call whose
+// own context has ended: the Unlock at the end of With, and the check after a
+// write whose outcome is unknown.
+const DefaultCleanupTimeout = 10 * time.Second
+
+// Option configures a Mutex.
+type Option func(*Mutex)
+
+// WithHolder sets the holder identity. The default is unique per handle: the
+// host name plus a random suffix. Two handles with the same identity are
+// the same holder: either may unlock what the other locked.
+func WithHolder(holder string) Option { return func(m *Mutex) { m.holder = holder } }
+
+// WithTTL sets the TTL that Lock gives the mutex when it has to create it.
+// An existing mutex keeps its own TTL: the TTL is a property of the mutex,
+// which all its holders and waiters must agree on.
+func WithTTL(d time.Duration) Option { return func(m *Mutex) { m.createTTL = d } }
+
+// WithoutRenewal turns off the background renewal of a TTL mutex: the TTL
+// then counts from the acquisition, and Done closes shortly before it runs
+// out. This is how a process that exits while holding the lock (the CLI's
+// lock command) uses it.
+func WithoutRenewal() Option { return func(m *Mutex) { m.renew = false } }
+
+// WithCleanupTimeout bounds the requests made after the caller's context
+// ended (see DefaultCleanupTimeout).
+func WithCleanupTimeout(d time.Duration) Option { return func(m *Mutex) { m.cleanupTimeout = d } }
+
+// WithWaitNotify sets a function that Lock calls, on its own goroutine, when
+// it starts to wait for another holder and whenever the holder it waits for
+// changes. It must not block.
+func WithWaitNotify(fn func(Status)) Option { return func(m *Mutex) { m.onWait = fn } }
+
+// Mutex is a handle on one mutex for one holder identity. Its methods may
+// be called from any goroutine; Lock, TryLock and Unlock are serialized.
+type Mutex struct {
+	c              *Client
+	namespace      string
+	name           string
+	holder         string
+	createTTL      time.Duration
+	renew          bool
+	cleanupTimeout time.Duration
+	onWait         func(Status)
+	log            logr.Logger
+
+	// op serializes Lock, TryLock and Unlock.
+	op sync.Mutex
+
+	// mu guards the fields below.
+	mu sync.Mutex
+	// cur is the current hold, nil when the handle does not hold the
+	// mutex (a lost hold stays until Unlock or the next Lock).
+	cur *hold
+	// prev is the last hold that ended, for Err.
+	prev *hold
+	// last is the newest mutex record this handle wrote; the next Lock
+	// tries it first and so needs no read when nobody else used the mutex.
+	last *record
+}
+
+// hold is one acquisition.
+type hold struct {
+	token int32
+	done  chan struct{}
+	// err says why done closed; nil for Unlock. Guarded by Mutex.mu.
+	err error
+
+	// Owned by the keeper goroutine while it runs, by Unlock after.
+	rec      *record
+	deadline time.Time // local clock; zero without TTL
+	cancel   context.CancelFunc
+	stopped  chan struct{}
+}
+
+// NewMutex returns a handle on the mutex namespace/name. It validates the
+// arguments and sends nothing.
+func (c *Client) NewMutex(namespace, name string, opts ...Option) (*Mutex, error) {
+	if err := validateRef(namespace, name); err != nil {
+		return nil, err
+	}
+	m := &Mutex{c: c, namespace: namespace, name: name, renew: true, cleanupTimeout: DefaultCleanupTimeout}
+	for _, o := range opts {
+		o(m)
+	}
+	if m.holder == "" {
+		m.holder = defaultHolder()
+	}
+	if err := ValidateHolder(m.holder); err != nil {
+		return nil, err
+	}
+	if m.createTTL != 0 {
+		if err := ttl.Validate(m.createTTL); err != nil {
+			return nil, invalid(fmt.Errorf("mutex %s/%s: %w", namespace, name, err))
+		}
+	}
+	if m.cleanupTimeout <= 0 {
+		return nil, fmt.Errorf("cleanup timeout %s is not positive: %w", m.cleanupTimeout, ErrInvalid)
+	}
+	m.log = c.log.WithValues("namespace", namespace, "mutex", name, "holder", m.holder)
+	return m, nil
+}
+
+// defaultHolder is the host name (the pod name in a pod) plus a random
+// suffix, so that two handles never share an identity by accident.
+func defaultHolder() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "konlease"
+	}
+	var b [4]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+).
+	if len(host) > MaxHolderLength-9 {
+		host = host[:MaxHolderLength-9]
+	}
+	return host + "-" + hex.EncodeToString(b[:])
+}
+
+// Namespace returns the mutex's namespace.
+func (m *Mutex) Namespace() string { return m.namespace }
+
+// Name returns the mutex's name.
+func (m *Mutex) Name() string { return m.name }
+
+// Holder returns this handle's holder identity.
+func (m *Mutex) Holder() string { return m.holder }
+
+// closedChan is returned by Done when nothing is held.
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// Done returns a channel that is closed when the current hold ends: by
+// Unlock, or as soon as this holder can no longer be sure it holds the lock
+// (its renewals failed up to a safe margin before the TTL, or the Lease
+// shows it was force-unlocked, taken over or deleted). It closes before any
+// other client may take the mutex over. When the handle holds nothing the
+// channel is already closed.
+func (m *Mutex) Done() <-chan struct{} {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.cur == nil {
+		return closedChan
+	}
+	return m.cur.done
+}
+
+// Err says why the latest hold's Done channel closed: nil while it is held
+// or after it was released by Unlock; an error wrapping ErrLost if it was
+// lost.
+func (m *Mutex) Err() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.cur != nil {
+		return m.cur.err
+	}
+	if m.prev != nil {
+		return m.prev.err
+	}
+	return nil
+}
+
+// Token returns the fencing token of the current hold, 0 when nothing is
+// held. Tokens strictly increase over the life of the mutex: a resource
+// that remembers the largest token it accepted and refuses smaller ones
+// cannot be written by a holder that lost the lock without knowing.
+func (m *Mutex) Token() int64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.cur == nil || m.cur.err != nil {
+		return 0
+	}
+	return int64(m.cur.token)
+}
+
+// Lock acquires the mutex, waiting as long as ctx allows; a context deadline
+// is the lock timeout. It creates the mutex if it does not exist. If ctx
+// ends first, the error matches ErrLocked (it is a *LockedError naming the
+// holder) and wraps ctx's error, and no lock is left behind.
+//
+// Waiting costs one watch on the Lease: an Unlock wakes the waiter within
+// one watch event, and the waiter takes the mutex with one write. A TTL
+// mutex whose holder stopped renewing is taken over when the TTL has run
+// out (see package ttl for how that is judged without trusting clocks).
+func (m *Mutex) Lock(ctx context.Context) error { return m.acquire(ctx, true) }
+
+// TryLock makes one attempt: it acquires the mutex if it is free, and
+// otherwise returns a *LockedError (errors.Is(err, ErrLocked)) that says who
+// holds it and until when.
+func (m *Mutex) TryLock(ctx context.Context) error { return m.acquire(ctx, false) }
+
+func (m *Mutex) acquire(ctx context.Context, wait bool) error {
+	m.op.Lock()
+	defer m.op.Unlock()
+
+	m.mu.Lock()
+	cur, hint := m.cur, m.last
+	if cur != nil && cur.err == nil {
+		m.mu.Unlock()
+		return fmt.Errorf("mutex %s/%s: holder %q: %w", m.namespace, m.name, m.holder, ErrAlreadyHeld)
+	}
+	// A lost hold that was never unlocked: forget it, but remember its
+	// token so that its own stale record may be taken over.
+	var lost int32 = -1
+	if cur != nil {
+		lost = cur.token
+		m.prev, m.cur = cur, nil
+	}
+	m.mu.Unlock()
+	if cur != nil {
+		cur.cancel()
+		<-cur.stopped
+		hint = cur.rec
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+
+	a := &acquirer{m: m, wait: wait}
+	defer a.stop()
+	var r *record
+	if hint != nil {
+		r = hint
+		a.observe(r)
+	}
+	for {
+		if r == nil {
+			var err error
+			if r, err = a.read(ctx); errors.Is(err, ErrNotFound) {
+				done, next, err := m.create(ctx)
+				if done || err != nil {
+					return err
+				}
+				r = next
+				continue
+			} else if err != nil {
+				return a.ctxErr(ctx, err)
+			}
+		}
+		seen := a.observe(r)
+		mine := r.holder == m.holder && r.token == lost
+		switch {
+		case !r.held() || mine || m.c.expired(r, seen):
+			done, next, err := m.take(ctx, r)
+			if done || err != nil {
+				return err
+			}
+			r = next
+			if r == nil && a.watching() {
+				// Conflict: the write that beat ours will arrive on the watch.
+				if r, err = a.next(ctx, nil); err != nil {
+					return a.ctxErr(ctx, err)
+				}
+			}
+		case r.holder == m.holder:
+			return fmt.Errorf("mutex %s/%s: holder %q holds it (token %d) through another handle or process: %w",
+				m.namespace, m.name, m.holder, r.token, ErrAlreadyHeld)
+		case !wait:
+			return r.lockedError(nil)
+		default:
+			a.notify(r)
+			next, err := a.next(ctx, r)
+			if err != nil {
+				return a.ctxErr(ctx, err)
+			}
+			r = next
+		}
+	}
+}
+
+// take tries to acquire the mutex from record r with one conditional
+// write. done: the mutex is ours. next: a newer record to decide on, or nil
+// when it must be read again.
+func (m *Mutex) take(ctx context.Context, r *record) (done bool, next *record, err error) {
+	l, token, err := r.acquire(m.holder, m.c.serverNow())
+	if err != nil {
+		return false, nil, err
+	}
+	sent := m.c.clock.Now()
+	out, err := m.c.update(ctx, l)
+	switch {
+	case err == nil:
+		nr, err := decode(out)
+		if err != nil {
+			return false, nil, err
+		}
+		m.startHold(nr, token, sent)
+		return true, nil, nil
+	case apierrors.IsConflict(err), apierrors.IsNotFound(err):
+		m.log.V(2).Info("acquire lost a race", "reason", apierrors.ReasonForError(err))
+		return false, nil, nil
+	case isDefinite(err):
+		return false, nil, apiError("update", m.namespace, m.name, err)
+	default:
+		return m.resolve(ctx, token, sent, err)
+	}
+}
+
+// create creates the mutex already acquired by this holder (token 1).
+func (m *Mutex) create(ctx context.Context) (done bool, next *record, err error) {
+	l := newLease(m.namespace, m.name, m.createTTL)
+	now := m.c.serverNow()
+	l.Spec = leaseSpec(m.holder, m.createTTL, now, now, 1)
+	sent := m.c.clock.Now()
+	out, err := m.c.create(ctx, l)
+	switch {
+	case err == nil:
+		r, err := decode(out)
+		if err != nil {
+			return false, nil, err
+		}
+		m.log.V(1).Info("created mutex", "ttl", m.createTTL)
+		m.startHold(r, 1, sent)
+		return true, nil, nil
+	case apierrors.IsAlreadyExists(err):
+		return false, nil, nil
+	case apierrors.IsForbidden(err):
+		return false, nil, fmt.Errorf("mutex %s/%s does not exist and this identity may not create it (grant the \"create\" verb on leases, or have it created beforehand): %w",
+			m.namespace, m.name, apiError("create", m.namespace, m.name, err))
+	case isDefinite(err):
+		return false, nil, apiError("create", m.namespace, m.name, err)
+	default:
+		return m.resolve(ctx, 1, sent, err)
+	}
+}
+
+// isDefinite reports whether a failed write certainly did not happen: the
+// API server answered with a status that rejects the request. Anything else
+// (a timeout, a broken connection, a cancelled context) leaves the outcome
+// unknown.
+func isDefinite(err error) bool {
+	var s apierrors.APIStatus
+	if !errors.As(err, &s) {
+		return false
+	}
+	switch {
+	case apierrors.IsTimeout(err), apierrors.IsServerTimeout(err), apierrors.IsInternalError(err),
+		apierrors.IsServiceUnavailable(err), apierrors.IsUnexpectedServerError(err):
+		return false
+	}
+	return true
+}
+
+// resolve settles a write whose outcome is unknown by reading the Lease
+// back. If the write took effect and the caller has given up, the lock is
+// released again, so that a cancelled Lock never leaves a lock behind.
+func (m *Mutex) resolve(ctx context.Context, token int32, sent time.Time, werr error) (bool, *record, error) {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cleanupTimeout)
+	defer cancel()
+	r, err := m.c.get(cctx, m.namespace, m.name)
+	if errors.Is(err, ErrNotFound) {
+		return false, nil, m.giveUp(ctx, werr)
+	}
+	if err != nil {
+		return false, nil, fmt.Errorf("mutex %s/%s: acquiring failed (%w) and reading it back failed too, so this holder (%q) may hold it: %w",
+			m.namespace, m.name, werr, m.holder, err)
+	}
+	if r.holder != m.holder || r.token != token {
+		return false, r, m.giveUp(ctx, werr)
+	}
+	if ctx.Err() == nil {
+		m.log.V(1).Info("acquire succeeded despite an error", "error", werr.Error())
+		m.startHold(r, token, sent)
+		return true, nil, nil
+	}
+	if _, err := m.c.update(cctx, r.release(m.c.serverNow())); err != nil && !apierrors.IsConflict(err) {
+		return false, nil, fmt.Errorf("mutex %s/%s: Lock was cancelled after acquiring, and releasing it failed, so holder %q may hold it: %w",
+			m.namespace, m.name, m.holder, err)
+	}
+	m.log.V(1).Info("released a lock acquired after cancellation")
+	return false, nil, ctx.Err()
+}
+
+// giveUp returns werr if the caller's context has ended (the loop must
+// stop), nil otherwise (the loop reads and decides again).
+func (m *Mutex) giveUp(ctx context.Context, werr error) error {
+	if ctx.Err() != nil {
+		return werr
+	}
+	m.log.V(1).Info("write failed, retrying", "error", werr.Error())
+	return nil
+}
+
+// startHold records a new hold and starts its keeper.
+func (m *Mutex) startHold(r *record, token int32, sent time.Time) {
+	h := &hold{token: token, done: make(chan struct{}), rec: r}
+	if r.ttl > 0 {
+		h.deadline = ttl.HolderDeadline(sent, r.ttl)
+	}
+	m.mu.Lock()
+	if m.cur != nil {
+		m.prev = m.cur
+	}
+	m.cur, m.last = h, r
+	m.mu.Unlock()
+	m.log.V(1).Info("acquired mutex", "token", token, "ttl", r.ttl)
+	m.startKeeper(h, sent)
+}
+
+// lose ends hold h with err unless it already ended.
+func (m *Mutex) lose(h *hold, err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	select {
+	case <-h.done:
+		return
+	default:
+	}
+	h.err = err
+	close(h.done)
+	m.log.Info("lost mutex", "token", h.token, "reason", err.Error())
+}
+
+// end closes hold h after a release and forgets it.
+func (m *Mutex) end(h *hold, last *record) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	select {
+	case <-h.done:
+	default:
+		close(h.done)
+	}
+	if m.cur == h {
+		m.cur = nil
+	}
+	m.prev = h
+	if last != nil {
+		m.last = last
+	}
+}
+
+// Unlock releases the mutex if this handle holds it, or, for a handle that
+// did not lock it, if the Lease names this handle's holder identity (how
+// the CLI's unlock command works). It never releases a lock that someone
+// else acquired in the meantime: it then returns an error wrapping
+// ErrNotHeld and changes nothing.
+func (m *Mutex) Unlock(ctx context.Context) error {
+	m.op.Lock()
+	defer m.op.Unlock()
+	m.mu.Lock()
+	h := m.cur
+	m.mu.Unlock()
+
+	var r *record
+	if h != nil {
+		h.cancel()
+		<-h.stopped
+		r = h.rec
+	}
+	for {
+		if r == nil {
+			var err error
+			if r, err = m.c.get(ctx, m.namespace, m.name); errors.Is(err, ErrNotFound) {
+				return m.notHeld(h, nil, err)
+			} else if err != nil {
+				return m.unlockFailed(h, err)
+			}
+		}
+		if !r.held() || r.holder != m.holder || (h != nil && r.token != h.token) {
+			return m.notHeld(h, r, nil)
+		}
+		out, err := m.c.update(ctx, r.release(m.c.serverNow()))
+		switch {
+		case err == nil:
+			nr, derr := decode(out)
+			if derr != nil {
+				nr = nil
+			}
+			if h != nil {
+				m.end(h, nr)
+			} else {
+				m.mu.Lock()
+				m.last = nr
+				m.mu.Unlock()
+			}
+			m.log.V(1).Info("released mutex", "token", r.token)
+			return nil
+		case apierrors.IsConflict(err), apierrors.IsNotFound(err):
+			r = nil // changed since we read it: read and check again
+		default:
+			return m.unlockFailed(h, apiError("update", m.namespace, m.name, err))
+		}
+	}
+}
+
+// notHeld ends h (if any) and explains why Unlock did nothing.
+func (m *Mutex) notHeld(h *hold, r *record, cause error) error {
+	var why string
+	switch {
+	case r == nil:
+		why = "it does not exist"
+	case !r.held():
+		why = "it is unlocked"
+	case r.holder != m.holder:
+		why = fmt.Sprintf("it is held by %q", r.holder)
+	default:
+		why = fmt.Sprintf("it was acquired again (token %d)", r.token)
+	}
+	err := fmt.Errorf("mutex %s/%s: holder %q does not hold it (%s), nothing changed: %w", m.namespace, m.name, m.holder, why, ErrNotHeld)
+	if h != nil {
+		m.lose(h, fmt.Errorf("mutex %s/%s: %s: %w", m.namespace, m.name, why, ErrLost))
+		m.end(h, nil)
+		err = errors.Join(err, h.err)
+	}
+	if cause != nil {
+		err = errors.Join(err, cause)
+	}
+	return err
+}
+
+// unlockFailed keeps a hold alive after a failed release: the caller still
+// holds the lock, so its keeper goes on renewing it and watching for loss.
+func (m *Mutex) unlockFailed(h *hold, err error) error {
+	if h != nil {
+		m.startKeeper(h, time.Time{})
+	}
+	return err
+}
+
+// With runs fn while holding the mutex: it locks (waiting as ctx allows),
+// calls fn with a context that is cancelled if the lock is lost, and always
+// unlocks afterwards, with a fresh context bounded by the cleanup timeout,
+// also when ctx has ended or fn panicked (the panic then continues). If the
+// lock was lost while fn ran, the error wraps ErrLost even if fn succeeded:
+// fn's work may have overlapped another holder's.
+func (m *Mutex) With(ctx context.Context, fn func(ctx context.Context) error) (err error) {
+	if err := m.Lock(ctx); err != nil {
+		return err
+	}
+	done := m.Done()
+	fctx, cancel := context.WithCancelCause(ctx)
+	stop := make(chan struct{})
+	go func() {
+		select {
+		case <-done:
+			cancel(m.Err())
+		case <-stop:
+		}
+	}()
+	defer func() {
+		close(stop)
+		lostErr := m.Err()
+		cancel(nil)
+		uctx, ucancel := context.WithTimeout(context.WithoutCancel(ctx), m.cleanupTimeout)
+		defer ucancel()
+		uerr := m.Unlock(uctx)
+		if p := recover(); p != nil {
+			if uerr != nil {
+				m.log.Error(uerr, "unlock after panic failed")
+			}
+			panic(p)
+		}
+		if lostErr != nil {
+			err = errors.Join(err, lostErr)
+		} else if uerr != nil {
+			err = errors.Join(err, uerr)
+		}
+	}()
+	return fn(fctx)
+}
+
+// With runs fn under the mutex namespace/name, as Mutex.With does, with a
+// handle made for this call from opts.
+func With(ctx context.Context, c *Client, namespace, name string, fn func(ctx context.Context) error, opts ...Option) error {
+	m, err := c.NewMutex(namespace, name, opts...)
+	if err != nil {
+		return err
+	}
+	return m.With(ctx, fn)
+}

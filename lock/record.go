@@ -1,0 +1,297 @@
+package lock
+
+import (
+	"fmt"
+	"math"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
+	"k8s.io/utils/ptr"
+
+	"github.com/konlease/konlease/ttl"
+)
+
+// The mapping between a mutex and its Lease. Other tools read these, so they
+// are part of the package's contract; see the package documentation.
+const (
+	// LabelKind is set to KindMutex on every mutex Lease, so that listing
+	// mutexes is a label-selector query.
+	LabelKind = "konlease.io/kind"
+	// KindMutex is the value of LabelKind on a mutex Lease.
+	KindMutex = "Mutex"
+	// AnnotationUnlock marks a Lease as a mutex. Its value UnlockExplicit
+	// means the Lease is released only by its holder's unlock, by TTL expiry
+	// when a TTL is set, or by a deliberate force-unlock. This annotation,
+	// not the label, is what makes a Lease a mutex: a Lease without it is
+	// never modified.
+	AnnotationUnlock = "konlease.io/unlock"
+	// UnlockExplicit is the value of AnnotationUnlock.
+	UnlockExplicit = "explicit"
+	// AnnotationTTL holds the mutex's TTL as a Go duration ("30s", "5m").
+	// Absent means no TTL.
+	AnnotationTTL = "konlease.io/ttl"
+	// FieldManager is the field manager name of every write this package
+	// makes.
+	FieldManager = "konlease"
+	// MaxHolderLength is the longest holder identity accepted, in bytes
+	// (the length of a DNS subdomain such as a pod or host name).
+	MaxHolderLength = validation.DNS1123SubdomainMaxLength
+)
+
+// Phase is a mutex's state as users see it.
+type Phase string
+
+const (
+	// PhaseUnlocked means nobody holds the mutex.
+	PhaseUnlocked Phase = "Unlocked"
+	// PhaseLocked means a holder holds the mutex.
+	PhaseLocked Phase = "Locked"
+	// PhaseExpired means the Lease still names a holder but its TTL has run
+	// out, so anyone may take the mutex over.
+	PhaseExpired Phase = "Expired"
+)
+
+// Status is a mutex as users see it.
+type Status struct {
+	Namespace string
+	Name      string
+	// Holder is the current (or, when Phase is PhaseExpired, the last)
+	// holder; empty when unlocked.
+	Holder string
+	Phase  Phase
+	// LockedAt is when the holder acquired the mutex; zero when unlocked.
+	LockedAt time.Time
+	// RenewedAt is the holder's last renewal (or acquisition, or release).
+	RenewedAt time.Time
+	// ExpiresAt is RenewedAt plus the TTL while locked; zero without TTL or
+	// when unlocked.
+	ExpiresAt time.Time
+	// TTL is zero for a mutex without TTL.
+	TTL time.Duration
+	// Token is the fencing token of the current or last acquisition: the
+	// number of acquisitions over the mutex's life. Zero: never acquired.
+	Token int64
+	// ResourceVersion of the Lease the status was read from.
+	ResourceVersion string
+}
+
+// record is a mutex Lease, decoded.
+type record struct {
+	lease  *coordinationv1.Lease
+	holder string
+	ttl    time.Duration
+	token  int32
+	// acquired and renewed are the times written by the holder.
+	acquired, renewed time.Time
+	// lastWrite is the API server's own time of the Lease's last
+	// field-changing write (the newest managedFields time, whole seconds),
+	// zero if the Lease carries no managed fields.
+	lastWrite time.Time
+}
+
+// decode checks that l is a mutex and decodes it. It refuses any Lease that
+// does not carry the mutex annotation, and any whose konlease annotations
+// cannot be trusted, so that such a Lease is never written.
+func decode(l *coordinationv1.Lease) (*record, error) {
+	notMutex := func(format string, args ...any) error {
+		return &NotMutexError{Namespace: l.Namespace, Name: l.Name, Reason: fmt.Sprintf(format, args...)}
+	}
+	mode, ok := l.Annotations[AnnotationUnlock]
+	if !ok {
+		return nil, notMutex("it has no %s annotation (a leader-election or other Lease)", AnnotationUnlock)
+	}
+	if mode != UnlockExplicit {
+		return nil, notMutex("annotation %s is %q, want %q", AnnotationUnlock, mode, UnlockExplicit)
+	}
+	r := &record{lease: l}
+	if s, ok := l.Annotations[AnnotationTTL]; ok {
+		d, err := ttl.Parse(s)
+		if err != nil {
+			return nil, notMutex("annotation %s: %s", AnnotationTTL, err.Error())
+		}
+		r.ttl = d
+	}
+	rec := resourcelock.LeaseSpecToLeaderElectionRecord(&l.Spec)
+	if rec.LeaderTransitions < 0 {
+		return nil, notMutex("spec.leaseTransitions is negative")
+	}
+	r.holder = rec.HolderIdentity
+	r.token = int32(rec.LeaderTransitions)
+	r.acquired = rec.AcquireTime.Time
+	r.renewed = rec.RenewTime.Time
+	for _, mf := range l.ManagedFields {
+		if mf.Time != nil && mf.Time.After(r.lastWrite) {
+			r.lastWrite = mf.Time.Time
+		}
+	}
+	return r, nil
+}
+
+// held reports whether the record names a holder.
+func (r *record) held() bool { return r.holder != "" }
+
+// expiry describes the held record for the takeover rules of package ttl.
+func (r *record) expiry(firstSeen time.Time) ttl.Expiry {
+	return ttl.Expiry{TTL: r.ttl, FirstSeen: firstSeen, LastWrite: r.lastWrite}
+}
+
+// status renders the record for users. expired says whether the TTL has
+// run out.
+func (r *record) status(expired bool) Status {
+	s := Status{
+		Namespace:       r.lease.Namespace,
+		Name:            r.lease.Name,
+		Holder:          r.holder,
+		Phase:           PhaseUnlocked,
+		RenewedAt:       r.renewed,
+		TTL:             r.ttl,
+		Token:           int64(r.token),
+		ResourceVersion: r.lease.ResourceVersion,
+	}
+	if r.held() {
+		s.Phase = PhaseLocked
+		if expired {
+			s.Phase = PhaseExpired
+		}
+		s.LockedAt = r.acquired
+		if r.ttl > 0 && !r.renewed.IsZero() {
+			s.ExpiresAt = r.renewed.Add(r.ttl)
+		}
+	}
+	return s
+}
+
+func (r *record) lockedError(cause error) *LockedError {
+	s := r.status(false)
+	return &LockedError{
+		Namespace: s.Namespace, Name: s.Name, Holder: s.Holder,
+		LockedAt: s.LockedAt, ExpiresAt: s.ExpiresAt, Token: s.Token, cause: cause,
+	}
+}
+
+// leaseSpec builds a Lease spec through client-go's leader-election record
+// helpers, so that a mutex Lease also reads as a valid leader-election
+// record, then applies the mutex's own rules: no holder and no duration are
+// unset fields, not zero values.
+func leaseSpec(holder string, d time.Duration, acquired, renewed time.Time, token int32) coordinationv1.LeaseSpec {
+	rec := resourcelock.LeaderElectionRecord{
+		HolderIdentity:    holder,
+		AcquireTime:       metav1.Time{Time: acquired},
+		RenewTime:         metav1.Time{Time: renewed},
+		LeaderTransitions: int(token),
+	}
+	if d > 0 {
+		rec.LeaseDurationSeconds = int(ttl.LeaseDurationSeconds(d))
+	}
+	spec := resourcelock.LeaderElectionRecordToLeaseSpec(&rec)
+	if holder == "" {
+		spec.HolderIdentity = nil
+	}
+	if d <= 0 {
+		spec.LeaseDurationSeconds = nil
+	}
+	if acquired.IsZero() {
+		spec.AcquireTime = nil
+	}
+	if renewed.IsZero() {
+		spec.RenewTime = nil
+	}
+	return spec
+}
+
+// newLease is a fresh mutex Lease.
+func newLease(namespace, name string, d time.Duration) *coordinationv1.Lease {
+	l := &coordinationv1.Lease{
+		ObjectMeta: metav1.ObjectMeta{
+			Namespace:   namespace,
+			Name:        name,
+			Labels:      map[string]string{LabelKind: KindMutex},
+			Annotations: map[string]string{AnnotationUnlock: UnlockExplicit},
+		},
+		Spec: coordinationv1.LeaseSpec{LeaseTransitions: ptr.To[int32](0)},
+	}
+	if d > 0 {
+		l.Annotations[AnnotationTTL] = ttl.Format(d)
+		l.Spec.LeaseDurationSeconds = ptr.To(ttl.LeaseDurationSeconds(d))
+	}
+	return l
+}
+
+// withHolder returns a copy of r's Lease acquired by holder at now: token+1.
+func (r *record) acquire(holder string, now time.Time) (*coordinationv1.Lease, int32, error) {
+	if r.token == math.MaxInt32 {
+		return nil, 0, fmt.Errorf("mutex %s/%s: %w", r.lease.Namespace, r.lease.Name, ErrTokenExhausted)
+	}
+	l := r.lease.DeepCopy()
+	token := r.token + 1
+	l.Spec = leaseSpec(holder, r.ttl, now, now, token)
+	return l, token, nil
+}
+
+// renew returns a copy of r's Lease with renewTime now.
+func (r *record) renew(now time.Time) *coordinationv1.Lease {
+	l := r.lease.DeepCopy()
+	l.Spec = leaseSpec(r.holder, r.ttl, r.acquired, now, r.token)
+	return l
+}
+
+// release returns a copy of r's Lease with no holder, released at now. The
+// token (leaseTransitions) is kept: it only ever grows.
+func (r *record) release(now time.Time) *coordinationv1.Lease {
+	l := r.lease.DeepCopy()
+	l.Spec = leaseSpec("", r.ttl, time.Time{}, now, r.token)
+	return l
+}
+
+// ValidateName checks a mutex name: it must be a valid Lease name (a DNS
+// subdomain: lower-case alphanumerics, '-' and '.', at most 253 characters).
+func ValidateName(name string) error {
+	if name == "" {
+		return fmt.Errorf("mutex name is empty: %w", ErrInvalid)
+	}
+	if msgs := validation.IsDNS1123Subdomain(name); len(msgs) > 0 {
+		return fmt.Errorf("invalid mutex name %q: %s: %w", name, strings.Join(msgs, "; "), ErrInvalid)
+	}
+	return nil
+}
+
+// ValidateNamespace checks a namespace name (a DNS label).
+func ValidateNamespace(namespace string) error {
+	if namespace == "" {
+		return fmt.Errorf("namespace is empty: %w", ErrInvalid)
+	}
+	if msgs := validation.IsDNS1123Label(namespace); len(msgs) > 0 {
+		return fmt.Errorf("invalid namespace %q: %s: %w", namespace, strings.Join(msgs, "; "), ErrInvalid)
+	}
+	return nil
+}
+
+// ValidateHolder checks a holder identity. The API server accepts any
+// string in spec.holderIdentity, so this package sets the rules: 1 to
+// MaxHolderLength bytes of UTF-8, no control characters, no leading or
+// trailing white space (an identity that prints the same as another must
+// not be a different holder).
+func ValidateHolder(holder string) error {
+	switch {
+	case holder == "":
+		return fmt.Errorf("holder identity is empty: %w", ErrInvalid)
+	case len(holder) > MaxHolderLength:
+		return fmt.Errorf("holder identity is %d bytes long, at most %d allowed: %w", len(holder), MaxHolderLength, ErrInvalid)
+	case !utf8.ValidString(holder):
+		return fmt.Errorf("holder identity %q is not valid UTF-8: %w", holder, ErrInvalid)
+	case strings.TrimSpace(holder) != holder:
+		return fmt.Errorf("holder identity %q has leading or trailing white space: %w", holder, ErrInvalid)
+	}
+	for _, c := range holder {
+		if unicode.IsControl(c) {
+			return fmt.Errorf("holder identity %q contains a control character: %w", holder, ErrInvalid)
+		}
+	}
+	return nil
+}
