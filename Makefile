@@ -1,0 +1,147 @@
+# konlease developer entry points. `make test` is what CI runs (.ci/run) and
+# what README tells contributors to run. `make help` lists the targets.
+#
+# Binaries go to bin/. Heavy things are built from nested Go modules so the
+# library's go.mod stays small: e2e/controlplane (kube-apiserver and etcd for
+# the e2e tests) and tools (staticcheck, kind). Each is rebuilt only when
+# missing or older than its module's go.mod/go.sum.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := build
+MAKEFLAGS += --no-builtin-rules
+
+GO ?= go
+BIN := $(CURDIR)/bin
+UNIT_TIMEOUT ?= 10m
+E2E_TIMEOUT ?= 20m
+
+CONTROLPLANE_MOD := e2e/controlplane/go.mod e2e/controlplane/go.sum
+TOOLS_MOD := tools/go.mod tools/go.sum
+CONTROLPLANE_BINS := $(BIN)/kube-apiserver $(BIN)/etcd
+
+# The e2e suite never reads KUBECONFIG (see e2e/harness); dropping it from the
+# environment also keeps CLIs started by tests from finding an ambient one.
+E2E_TEST := env -u KUBECONFIG $(GO) test -race -tags e2e -count=1 -timeout $(E2E_TIMEOUT) ./e2e/...
+
+.PHONY: help build controlplane tools unit fuzz e2e test lint up down status e2e-kind e2e-cluster demo image bench bench-build bench-quick clean
+
+help: ## list targets
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+build: ## compile everything; binaries of ./cmd/... into bin/
+	$(GO) build ./...
+	@if [ -n "$$(find cmd -name '*.go' -print -quit 2>/dev/null)" ]; then \
+		echo "$(GO) build -o $(BIN)/ ./cmd/..."; $(GO) build -o $(BIN)/ ./cmd/...; \
+	fi
+	@# Invoked as kubectl-mutex, koncli is the kubectl plugin `kubectl mutex`.
+	@if [ -d cmd/koncli ]; then ln -sfn koncli $(BIN)/kubectl-mutex; fi
+
+controlplane: $(CONTROLPLANE_BINS) ## build bin/kube-apiserver and bin/etcd (first time: minutes)
+
+# The version stamps make /version report the real release (client-go and
+# kubectl compare it); they are read from the nested module's go.mod.
+$(BIN)/kube-apiserver: $(CONTROLPLANE_MOD)
+	cd e2e/controlplane && \
+	v=$$($(GO) list -m -f '{{.Version}}' k8s.io/kubernetes) && \
+	ver=$${v#v} && major=$${ver%%.*} && rest=$${ver#*.} && minor=$${rest%%.*} && \
+	$(GO) build -trimpath -o $@ -ldflags "-s -w \
+		-X k8s.io/component-base/version.gitVersion=$$v \
+		-X k8s.io/component-base/version.gitMajor=$$major \
+		-X k8s.io/component-base/version.gitMinor=$$minor \
+		-X k8s.io/component-base/version.gitTreeState=clean" \
+		k8s.io/kubernetes/cmd/kube-apiserver
+
+# etcd's main package is the module root go.etcd.io/etcd/server/v3.
+$(BIN)/etcd: $(CONTROLPLANE_MOD)
+	cd e2e/controlplane && $(GO) build -trimpath -o $@ -ldflags "-s -w" go.etcd.io/etcd/server/v3
+
+tools: $(BIN)/staticcheck $(BIN)/kind ## build the developer tools into bin/
+
+$(BIN)/staticcheck: $(TOOLS_MOD)
+	cd tools && $(GO) build -o $@ honnef.co/go/tools/cmd/staticcheck
+
+$(BIN)/kind: $(TOOLS_MOD)
+	cd tools && $(GO) build -o $@ sigs.k8s.io/kind
+
+unit: ## unit tests with the race detector
+	$(GO) test -race -timeout $(UNIT_TIMEOUT) ./...
+
+e2e: controlplane ## e2e tests against a local etcd + kube-apiserver
+	KONLEASE_E2E_KUBECONFIG= $(E2E_TEST)
+
+test: lint unit fuzz e2e ## everything CI checks: lint, unit, a short fuzz run, e2e
+
+# Each fuzz target runs for FUZZTIME from its committed seed corpus (go test
+# -fuzz takes one target at a time, hence one line each).
+FUZZTIME ?= 10s
+fuzz: ## fuzz the TTL, Date and Lease-annotation parsers for FUZZTIME each
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./ttl/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseDate$$' -fuzztime $(FUZZTIME) ./ttl/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./lock/
+
+lint: $(BIN)/staticcheck ## gofmt, go vet and staticcheck, with and without the e2e tag
+	@unformatted=$$(gofmt -l .); \
+	if [ -n "$$unformatted" ]; then echo "gofmt -w needed on:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) vet -tags e2e ./...
+	$(BIN)/staticcheck ./...
+	$(BIN)/staticcheck -tags e2e ./...
+	cd bench && $(GO) vet ./... && $(BIN)/staticcheck ./...
+
+up: controlplane ## start a local control plane in the background; prints export KUBECONFIG=...
+	@$(GO) run ./e2e/cmd/controlplane up
+
+status: ## show the control plane started by make up
+	@$(GO) run ./e2e/cmd/controlplane status
+
+down: ## stop the control plane started by make up and remove its state
+	@$(GO) run ./e2e/cmd/controlplane down
+
+e2e-kind: $(BIN)/kind ## e2e tests against a throwaway kind cluster (needs Docker)
+	KIND=$(BIN)/kind e2e/kind/run.sh $(E2E_TEST)
+
+# The cluster must be named on the command line: an exported KUBECONFIG (a
+# developer's everyday, maybe production, context) is never used implicitly.
+e2e-cluster: ## e2e tests against an existing cluster: make e2e-cluster KUBECONFIG=path
+ifneq ($(origin KUBECONFIG),command line)
+	$(error usage: make e2e-cluster KUBECONFIG=/path/to/kubeconfig (on the command line; an exported KUBECONFIG is ignored on purpose))
+endif
+	KONLEASE_E2E_KUBECONFIG="$(abspath $(KUBECONFIG))" $(E2E_TEST)
+
+# The demo starts its own control plane (not the one of make up) and stops
+# it on every way out, Ctrl-C included; see examples/demo.
+demo: build controlplane ## workers contending for one mutex through koncli, on a throwaway local control plane
+	@env -u KUBECONFIG $(GO) run ./examples/demo --koncli $(BIN)/koncli
+
+# The image is built by Docker with BuildKit (RUN --mount, cross-platform
+# ARGs); nothing else in the project needs Docker.
+IMAGE ?= konlease/koncli:dev
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+
+image: ## build the koncli container image with Docker: make image [IMAGE=name:tag]
+	@command -v docker >/dev/null 2>&1 || { \
+		echo "make image needs Docker: no docker command on PATH. Install Docker (with buildx), or build the Dockerfile with any BuildKit builder."; exit 1; }
+	@docker info >/dev/null 2>&1 || { \
+		echo "make image needs Docker: the docker command is here but no Docker daemon answers (docker info fails). Start it, or point DOCKER_HOST at one."; exit 1; }
+	DOCKER_BUILDKIT=1 docker build --build-arg VERSION=$(VERSION) -t $(IMAGE) .
+
+# The benchmark is a nested module (bench/) so that its baselines (etcd's
+# client, leader election) never enter the library's go.mod. It starts its
+# own control plane, like the e2e suite.
+BENCH := $(BIN)/konlease-bench
+bench-build:
+	cd bench && $(GO) build -o $(BENCH) .
+
+bench: controlplane bench-build ## konlease vs floors, leader election and etcd's mutex; writes docs/benchmarks.md (~5 min)
+	@mkdir -p docs
+	env -u KUBECONFIG $(BENCH) -markdown docs/benchmarks.md -json docs/benchmarks.json
+
+bench-quick: controlplane bench-build ## a shorter benchmark for development (under a minute); writes nothing
+	env -u KUBECONFIG $(BENCH) -quick
+
+# A later issue adds chaos here; there is deliberately no placeholder target.
+
+clean: ## stop a control plane from make up; remove bin/ and .controlplane/
+	$(GO) run ./e2e/cmd/controlplane down
+	rm -rf bin .controlplane

@@ -1,0 +1,160 @@
+// Command controlplane runs a local etcd and kube-apiserver in the
+// background for trying konlease by hand (make up / make down).
+//
+//	controlplane up      start, detached; prints export KUBECONFIG=...
+//	controlplane status  show the processes; exit 1 unless the API is ready
+//	controlplane down    stop the processes and remove the state
+//
+// State (pids, logs, etcd data, certificates, the admin kubeconfig) lives in
+// <repo root>/.controlplane. Process handling is package harness's, so `up`
+// starts exactly what the e2e tests start.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/konlease/konlease/e2e/harness"
+)
+
+const usage = "usage: controlplane up|status|down"
+
+func main() {
+	log.SetFlags(0)
+	log.SetPrefix("controlplane: ")
+	if len(os.Args) != 2 {
+		fmt.Fprintln(os.Stderr, usage)
+		os.Exit(2)
+	}
+	root, err := harness.RepoRoot()
+	if err != nil {
+		log.Fatal(err)
+	}
+	dir := filepath.Join(root, ".controlplane")
+	// Ctrl-C during `up` aborts the start; Start then stops what it started.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	switch os.Args[1] {
+	case "up":
+		err = up(ctx, dir)
+	case "down":
+		err = down(dir)
+	case "status":
+		err = status(ctx, dir)
+	default:
+		fmt.Fprintln(os.Stderr, usage)
+		os.Exit(2)
+	}
+	if err != nil {
+		log.Print(err)
+		os.Exit(1)
+	}
+}
+
+// opts logs progress to stderr: stdout carries only the export line, so that
+// `eval "$(make -s up)"` works.
+var opts = harness.Options{Logf: log.Printf}
+
+func up(ctx context.Context, dir string) error {
+	exists, err := harness.StateExists(dir)
+	if err != nil {
+		return err
+	}
+	if exists {
+		env, err := harness.Attach(dir, opts)
+		if err != nil {
+			return fmt.Errorf("%w; check that no etcd or kube-apiserver of %s runs, then remove it", err, dir)
+		}
+		if allRunning(env) && ready(ctx, env) == nil {
+			log.Printf("already running (%s)", dir)
+			printExport(env)
+			return nil
+		}
+		log.Printf("stopping a partly running control plane left in %s", dir)
+		if err := env.Stop(); err != nil {
+			return err
+		}
+	}
+	o := opts
+	o.Dir, o.Detach = dir, true
+	env, err := harness.Start(ctx, o)
+	if err != nil {
+		return err
+	}
+	printExport(env)
+	return nil
+}
+
+func down(dir string) error {
+	exists, err := harness.StateExists(dir)
+	if err != nil {
+		return err
+	}
+	if !exists {
+		log.Printf("no control plane in %s", dir)
+		return nil
+	}
+	env, err := harness.Attach(dir, opts)
+	if err != nil {
+		return err
+	}
+	if err := env.Stop(); err != nil {
+		return err
+	}
+	log.Printf("stopped; removed %s", dir)
+	return nil
+}
+
+func status(ctx context.Context, dir string) error {
+	exists, err := harness.StateExists(dir)
+	if err != nil {
+		return err
+	}
+	if !exists {
+		return errors.New("not running (make up)")
+	}
+	env, err := harness.Attach(dir, opts)
+	if err != nil {
+		return err
+	}
+	for _, c := range env.Components() {
+		state := "stopped"
+		if c.Running {
+			state = fmt.Sprintf("running, pid %d", c.PID)
+		}
+		fmt.Printf("%-15s %s (log %s)\n", c.Name, state, c.LogPath)
+	}
+	if err := ready(ctx, env); err != nil {
+		return fmt.Errorf("API not ready: %w", err)
+	}
+	fmt.Printf("%-15s ready at %s\n", "API", env.Config().Host)
+	printExport(env)
+	return nil
+}
+
+func allRunning(env *harness.Env) bool {
+	for _, c := range env.Components() {
+		if !c.Running {
+			return false
+		}
+	}
+	return true
+}
+
+func ready(ctx context.Context, env *harness.Env) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	return env.Ready(ctx)
+}
+
+func printExport(env *harness.Env) {
+	fmt.Printf("export KUBECONFIG=%s\n", env.AdminKubeconfig())
+}

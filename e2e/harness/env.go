@@ -1,0 +1,526 @@
+package harness
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+const (
+	stateFile      = "state.json"
+	kubeconfigFile = "kubeconfig"
+	logTailLines   = 40
+)
+
+// Env is a Kubernetes API for tests: a local control plane started by Start
+// (or reloaded by Attach), or an external cluster.
+type Env struct {
+	logf       func(string, ...any)
+	readyWait  time.Duration
+	stopGrace  time.Duration
+	local      bool
+	dir        string
+	kubeconfig string
+	admin      *rest.Config
+	client     kubernetes.Interface
+
+	// mu serialises fault control and Stop, which replace processes.
+	mu        sync.Mutex
+	detached  bool
+	etcdURL   string
+	etcd      *process
+	apiserver *process
+}
+
+// state is persisted in Dir so that a detached control plane can be found
+// and stopped by a later process.
+type state struct {
+	Detached   bool     `json:"detached"`
+	Host       string   `json:"host"`
+	CAFile     string   `json:"caFile"`
+	AdminToken string   `json:"adminToken"`
+	EtcdURL    string   `json:"etcdURL"`
+	Etcd       *process `json:"etcd"`
+	APIServer  *process `json:"apiserver"`
+}
+
+// Start returns a ready Kubernetes API: the external cluster selected by
+// Options.Kubeconfig or KONLEASE_E2E_KUBECONFIG, or else a local etcd and
+// kube-apiserver. On error nothing is left running.
+func Start(ctx context.Context, opts Options) (*Env, error) {
+	if path := opts.externalKubeconfig(); path != "" {
+		if opts.Detach {
+			return nil, errors.New("harness: Options.Detach needs a local control plane, not Kubeconfig")
+		}
+		return startExternal(ctx, opts, path)
+	}
+	return startLocal(ctx, opts)
+}
+
+func startExternal(ctx context.Context, opts Options, path string) (*Env, error) {
+	// ExplicitPath only: no merging with KUBECONFIG or ~/.kube/config.
+	loader := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
+		&clientcmd.ClientConfigLoadingRules{ExplicitPath: path}, &clientcmd.ConfigOverrides{})
+	cfg, err := loader.ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("load kubeconfig %s: %w", path, err)
+	}
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("client for %s: %w", cfg.Host, err)
+	}
+	v, err := client.Discovery().ServerVersionWithContext(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("reach cluster %s from %s: %w", cfg.Host, path, err)
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("resolve %s: %w", path, err)
+	}
+	e := &Env{
+		logf:       opts.logf(),
+		readyWait:  opts.readyTimeout(),
+		stopGrace:  opts.stopGrace(),
+		kubeconfig: abs,
+		admin:      cfg,
+		client:     client,
+	}
+	e.logf("using external cluster %s (Kubernetes %s) from %s", cfg.Host, v.GitVersion, abs)
+	return e, nil
+}
+
+func startLocal(ctx context.Context, opts Options) (_ *Env, err error) {
+	binDir, err := opts.binDir()
+	if err != nil {
+		return nil, err
+	}
+	dir := opts.Dir
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "konlease-cp-"); err != nil {
+			return nil, fmt.Errorf("create control plane directory: %w", err)
+		}
+	} else {
+		if dir, err = filepath.Abs(dir); err != nil {
+			return nil, fmt.Errorf("resolve %s: %w", opts.Dir, err)
+		}
+		if _, err := os.Stat(filepath.Join(dir, stateFile)); err == nil {
+			return nil, fmt.Errorf("%s already holds a control plane (stop it first)", dir)
+		}
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("create control plane directory: %w", err)
+		}
+	}
+	e := &Env{
+		logf:       opts.logf(),
+		readyWait:  opts.readyTimeout(),
+		stopGrace:  opts.stopGrace(),
+		local:      true,
+		dir:        dir,
+		kubeconfig: filepath.Join(dir, kubeconfigFile),
+		detached:   opts.Detach,
+	}
+	defer func() {
+		if err != nil {
+			if stopErr := e.Stop(); stopErr != nil {
+				err = errors.Join(err, fmt.Errorf("clean up: %w", stopErr))
+			}
+		}
+	}()
+
+	p, err := writePKI(dir)
+	if err != nil {
+		return nil, err
+	}
+	// Ports are picked before the children bind them, so another process can
+	// take one in between; that start is retried on new ports.
+	const attempts = 3
+	for attempt := 1; ; attempt++ {
+		if err := e.configure(binDir, p, opts); err != nil {
+			return nil, err
+		}
+		err := e.startAll(ctx)
+		if err == nil {
+			break
+		}
+		if attempt == attempts || !strings.Contains(err.Error(), "address already in use") {
+			return nil, err
+		}
+		e.logf("a port was taken before the control plane bound it; retrying on new ports")
+		if err := e.stopAll(); err != nil {
+			return nil, err
+		}
+		// The member was initialised with the old peer URL.
+		if err := os.RemoveAll(filepath.Join(dir, "etcd-data")); err != nil {
+			return nil, fmt.Errorf("reset etcd data: %w", err)
+		}
+	}
+	e.logf("control plane ready: %s (dir %s)", e.admin.Host, dir)
+	return e, nil
+}
+
+// configure picks free ports and sets up the processes, the admin client and
+// the admin kubeconfig for them.
+func (e *Env) configure(binDir string, p *pki, opts Options) error {
+	ports, err := freePorts(3)
+	if err != nil {
+		return err
+	}
+	clientPort, peerPort, securePort := ports[0], ports[1], ports[2]
+	e.etcdURL = loopbackURL("http", clientPort)
+	peerURL := loopbackURL("http", peerPort)
+	host := loopbackURL("https", securePort)
+
+	etcdArgs := []string{
+		"--name=konlease",
+		"--data-dir=" + filepath.Join(e.dir, "etcd-data"),
+		"--listen-client-urls=" + e.etcdURL,
+		"--advertise-client-urls=" + e.etcdURL,
+		"--listen-peer-urls=" + peerURL,
+		"--initial-advertise-peer-urls=" + peerURL,
+		"--initial-cluster=konlease=" + peerURL,
+	}
+	if !opts.EtcdFsync {
+		etcdArgs = append(etcdArgs, "--unsafe-no-fsync")
+	}
+	e.etcd = &process{
+		Name:    "etcd",
+		Binary:  filepath.Join(binDir, "etcd"),
+		Args:    etcdArgs,
+		LogPath: filepath.Join(e.dir, "etcd.log"),
+	}
+	e.apiserver = &process{
+		Name:   "kube-apiserver",
+		Binary: filepath.Join(binDir, "kube-apiserver"),
+		Args: append([]string{
+			"--etcd-servers=" + e.etcdURL,
+			"--bind-address=127.0.0.1",
+			"--advertise-address=127.0.0.1",
+			"--secure-port=" + strconv.Itoa(securePort),
+			// No other apiserver and no Service traffic: do not maintain the
+			// kubernetes Service endpoints.
+			"--endpoint-reconciler-type=none",
+			"--service-cluster-ip-range=10.0.0.0/24",
+			"--tls-cert-file=" + p.certFile,
+			"--tls-private-key-file=" + p.keyFile,
+			// Unused (certificates are given above) but keeps the default
+			// /var/run/kubernetes out of the picture.
+			"--cert-dir=" + filepath.Join(e.dir, "apiserver-certs"),
+			// Needed by the TokenRequest API, which Identity uses.
+			"--service-account-issuer=" + host,
+			"--service-account-key-file=" + p.saKeyFile,
+			"--service-account-signing-key-file=" + p.saKeyFile,
+			"--authorization-mode=RBAC",
+			"--token-auth-file=" + p.tokenFile,
+			"--profiling=false",
+		}, opts.APIServerArgs...),
+		LogPath: filepath.Join(e.dir, "kube-apiserver.log"),
+	}
+	e.admin = &rest.Config{
+		Host:            host,
+		BearerToken:     p.adminToken,
+		TLSClientConfig: rest.TLSClientConfig{CAData: p.caPEM},
+	}
+	if e.client, err = kubernetes.NewForConfig(e.Config()); err != nil {
+		return fmt.Errorf("admin client: %w", err)
+	}
+	return writeKubeconfigFile(e.kubeconfig, e.admin, "default")
+}
+
+// startAll starts etcd, then kube-apiserver, each waited for.
+func (e *Env) startAll(ctx context.Context) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err := e.startEtcdLocked(ctx); err != nil {
+		return err
+	}
+	return e.startAPIServerLocked(ctx)
+}
+
+// Attach reloads a local control plane started with Options.Detach from its
+// directory, typically to stop it. Only opts.Logf, ReadyTimeout and StopGrace
+// are used.
+func Attach(dir string, opts Options) (*Env, error) {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("resolve %s: %w", dir, err)
+	}
+	raw, err := os.ReadFile(filepath.Join(dir, stateFile))
+	if err != nil {
+		return nil, fmt.Errorf("read control plane state: %w", err)
+	}
+	var st state
+	if err := json.Unmarshal(raw, &st); err != nil {
+		return nil, fmt.Errorf("parse %s: %w", filepath.Join(dir, stateFile), err)
+	}
+	if st.Etcd == nil || st.APIServer == nil {
+		return nil, fmt.Errorf("%s: incomplete state", filepath.Join(dir, stateFile))
+	}
+	caPEM, err := os.ReadFile(st.CAFile)
+	if err != nil {
+		return nil, fmt.Errorf("read CA: %w", err)
+	}
+	e := &Env{
+		logf:       opts.logf(),
+		readyWait:  opts.readyTimeout(),
+		stopGrace:  opts.stopGrace(),
+		local:      true,
+		dir:        dir,
+		kubeconfig: filepath.Join(dir, kubeconfigFile),
+		detached:   st.Detached,
+		etcdURL:    st.EtcdURL,
+		etcd:       st.Etcd,
+		apiserver:  st.APIServer,
+		admin: &rest.Config{
+			Host:            st.Host,
+			BearerToken:     st.AdminToken,
+			TLSClientConfig: rest.TLSClientConfig{CAData: caPEM},
+		},
+	}
+	if e.client, err = kubernetes.NewForConfig(e.Config()); err != nil {
+		return nil, fmt.Errorf("admin client: %w", err)
+	}
+	return e, nil
+}
+
+// Stop stops the local processes (kube-apiserver first) and removes the
+// directory. For an external cluster it does nothing. If a process cannot be
+// stopped the directory is kept for its logs.
+func (e *Env) Stop() error {
+	if !e.local {
+		return nil
+	}
+	if err := e.stopAll(); err != nil {
+		return fmt.Errorf("%w (kept %s)", err, e.dir)
+	}
+	if err := os.RemoveAll(e.dir); err != nil {
+		return fmt.Errorf("remove %s: %w", e.dir, err)
+	}
+	return nil
+}
+
+// stopAll stops kube-apiserver, then etcd.
+func (e *Env) stopAll() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var errs []error
+	for _, p := range []*process{e.apiserver, e.etcd} {
+		if p == nil {
+			continue
+		}
+		if err := p.stop(context.Background(), e.stopGrace); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("stop control plane: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+// Local reports whether the Env runs its own control plane (so fault control
+// works) rather than using an external cluster.
+func (e *Env) Local() bool { return e.local }
+
+// Dir is the local control plane's directory ("" for an external cluster).
+func (e *Env) Dir() string { return e.dir }
+
+// Config returns a fresh copy of the admin client configuration (trusting the
+// cluster CA; never insecure).
+func (e *Env) Config() *rest.Config { return rest.CopyConfig(e.admin) }
+
+// EtcdURL returns the client URL of the local etcd that backs the API
+// server (for benchmarks that compare with etcd's own primitives); empty for
+// an external cluster.
+func (e *Env) EtcdURL() string { return e.etcdURL }
+
+// AdminKubeconfig returns the path of a kubeconfig for the admin, for CLI
+// tests: the one the Env wrote, or the external cluster's.
+func (e *Env) AdminKubeconfig() string { return e.kubeconfig }
+
+// Client returns an admin clientset.
+func (e *Env) Client() kubernetes.Interface { return e.client }
+
+// Component describes one local control plane process.
+type Component struct {
+	Name    string
+	PID     int
+	Running bool
+	LogPath string
+}
+
+// Components lists the local processes (none for an external cluster).
+func (e *Env) Components() []Component {
+	if !e.local {
+		return nil
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []Component
+	for _, p := range []*process{e.etcd, e.apiserver} {
+		out = append(out, Component{Name: p.Name, PID: p.PID, Running: p.running(), LogPath: p.LogPath})
+	}
+	return out
+}
+
+// Ready checks once that the API server answers /readyz with 200. The error
+// names the failing checks rather than quoting the whole report.
+func (e *Env) Ready(ctx context.Context) error {
+	body, err := e.client.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
+	if err == nil {
+		return nil
+	}
+	var failed []string
+	for line := range strings.Lines(string(body)) {
+		if check, ok := strings.CutPrefix(strings.TrimSpace(line), "[-]"); ok {
+			failed = append(failed, check)
+		}
+	}
+	if len(failed) == 0 {
+		return fmt.Errorf("readyz: %w", err)
+	}
+	return fmt.Errorf("readyz: %s", strings.Join(failed, "; "))
+}
+
+// startEtcdLocked starts etcd and waits for it to be healthy.
+func (e *Env) startEtcdLocked(ctx context.Context) error {
+	if err := e.etcd.start(e.detached); err != nil {
+		return err
+	}
+	if err := e.saveStateLocked(); err != nil {
+		return err
+	}
+	httpClient := &http.Client{Timeout: 2 * time.Second}
+	return e.waitReady(ctx, e.etcd, func(ctx context.Context) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.etcdURL+"/health", nil)
+		if err != nil {
+			return err
+		}
+		resp, err := httpClient.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		var health struct {
+			Health string `json:"health"`
+			Reason string `json:"reason"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&health); err != nil {
+			return fmt.Errorf("decode /health: %w", err)
+		}
+		if resp.StatusCode != http.StatusOK || health.Health != "true" {
+			return fmt.Errorf("/health: %s %q %s", resp.Status, health.Health, health.Reason)
+		}
+		return nil
+	})
+}
+
+// startAPIServerLocked starts kube-apiserver and waits for /readyz.
+func (e *Env) startAPIServerLocked(ctx context.Context) error {
+	if err := e.apiserver.start(e.detached); err != nil {
+		return err
+	}
+	if err := e.saveStateLocked(); err != nil {
+		return err
+	}
+	return e.waitAPIServerLocked(ctx)
+}
+
+func (e *Env) waitAPIServerLocked(ctx context.Context) error {
+	return e.waitReady(ctx, e.apiserver, e.Ready)
+}
+
+// waitReady polls check until it succeeds, the process exits, or the ready
+// timeout passes; failures carry the tail of the process log.
+func (e *Env) waitReady(ctx context.Context, p *process, check func(context.Context) error) error {
+	begin := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, e.readyWait)
+	defer cancel()
+	var lastErr error
+	err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		if err := p.exitErr(); err != nil {
+			return false, err
+		}
+		attempt, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		lastErr = check(attempt)
+		return lastErr == nil, nil
+	})
+	if err != nil {
+		if wait.Interrupted(err) {
+			err = fmt.Errorf("%s not ready after %s: %w (last check: %v)", p.Name, time.Since(begin).Round(time.Millisecond), err, lastErr)
+		}
+		return fmt.Errorf("%w\n---- last lines of %s:\n%s", err, p.LogPath, p.logTail(logTailLines))
+	}
+	e.logf("%s ready in %s (pid %d)", p.Name, time.Since(begin).Round(time.Millisecond), p.PID)
+	return nil
+}
+
+func (e *Env) saveStateLocked() error {
+	st := state{
+		Detached:   e.detached,
+		Host:       e.admin.Host,
+		CAFile:     filepath.Join(e.dir, "ca.crt"),
+		AdminToken: e.admin.BearerToken,
+		EtcdURL:    e.etcdURL,
+		Etcd:       e.etcd,
+		APIServer:  e.apiserver,
+	}
+	raw, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode state: %w", err)
+	}
+	// Write then rename so a concurrent reader never sees a partial file.
+	tmp := filepath.Join(e.dir, stateFile+".tmp")
+	if err := os.WriteFile(tmp, raw, 0o600); err != nil {
+		return fmt.Errorf("write state: %w", err)
+	}
+	if err := os.Rename(tmp, filepath.Join(e.dir, stateFile)); err != nil {
+		return fmt.Errorf("write state: %w", err)
+	}
+	return nil
+}
+
+// StateExists reports whether dir holds a control plane state file.
+func StateExists(dir string) (bool, error) {
+	_, err := os.Stat(filepath.Join(dir, stateFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// freePorts returns n distinct free loopback TCP ports. All listeners are
+// open at once so the kernel cannot hand out the same port twice; another
+// process could still take one before the children bind, which a retry of
+// Start resolves.
+func freePorts(n int) ([]int, error) {
+	ports := make([]int, 0, n)
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("find a free port: %w", err)
+		}
+		defer l.Close()
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+func loopbackURL(scheme string, port int) string {
+	return scheme + "://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+}

@@ -1,0 +1,93 @@
+package harness
+
+import (
+	"context"
+	"fmt"
+)
+
+// Fault control. Each component keeps its ports, flags and data across a stop
+// and start, so clients built from Config reconnect to the same cluster.
+// These calls replace processes under the Env's lock; tests that use them
+// must not share the Env with tests running in parallel.
+
+// StopAPIServer stops kube-apiserver: SIGTERM, then SIGKILL after
+// Options.StopGrace or when ctx ends.
+func (e *Env) StopAPIServer(ctx context.Context) error {
+	return e.control("stop kube-apiserver", func() error {
+		return e.apiserver.stop(ctx, e.stopGrace)
+	})
+}
+
+// StartAPIServer starts a stopped kube-apiserver and waits until it is ready.
+// It needs etcd to be running to become ready.
+func (e *Env) StartAPIServer(ctx context.Context) error {
+	return e.control("start kube-apiserver", func() error {
+		return e.startAPIServerLocked(ctx)
+	})
+}
+
+// KillAPIServer crashes kube-apiserver with SIGKILL: no graceful shutdown,
+// open connections are reset.
+func (e *Env) KillAPIServer(ctx context.Context) error {
+	return e.control("kill kube-apiserver", func() error {
+		return e.apiserver.kill(ctx)
+	})
+}
+
+// RestartAPIServer stops and starts kube-apiserver.
+func (e *Env) RestartAPIServer(ctx context.Context) error {
+	if err := e.StopAPIServer(ctx); err != nil {
+		return err
+	}
+	return e.StartAPIServer(ctx)
+}
+
+// StopEtcd stops etcd; kube-apiserver keeps running and fails requests that
+// need storage.
+func (e *Env) StopEtcd(ctx context.Context) error {
+	return e.control("stop etcd", func() error {
+		return e.etcd.stop(ctx, e.stopGrace)
+	})
+}
+
+// StartEtcd starts a stopped etcd on its old data and waits until it is
+// healthy and, if kube-apiserver is running, until kube-apiserver is ready
+// again, so that the next request through the API can succeed.
+func (e *Env) StartEtcd(ctx context.Context) error {
+	return e.control("start etcd", func() error {
+		if err := e.startEtcdLocked(ctx); err != nil {
+			return err
+		}
+		if !e.apiserver.running() {
+			return nil
+		}
+		return e.waitAPIServerLocked(ctx)
+	})
+}
+
+// KillEtcd crashes etcd with SIGKILL. etcd's graceful stop waits several
+// seconds for the API server's watch streams; a kill does not.
+func (e *Env) KillEtcd(ctx context.Context) error {
+	return e.control("kill etcd", func() error {
+		return e.etcd.kill(ctx)
+	})
+}
+
+// RestartEtcd stops and starts etcd.
+func (e *Env) RestartEtcd(ctx context.Context) error {
+	if err := e.StopEtcd(ctx); err != nil {
+		return err
+	}
+	return e.StartEtcd(ctx)
+}
+
+// control runs fn, a change to a local process, under the Env's lock; on
+// an external cluster it fails with ErrExternal.
+func (e *Env) control(op string, fn func() error) error {
+	if !e.local {
+		return fmt.Errorf("%s: %w", op, ErrExternal)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return fn()
+}
