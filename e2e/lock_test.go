@@ -117,6 +117,9 @@ func TestLockUnlockBasics(t *testing.T) {
 		t.Errorf("leader-election view: got holder %q duration %d, want alice 30", rec.HolderIdentity, rec.LeaseDurationSeconds)
 	}
 
+	if hs, held := m.Status(); !held || hs.Holder != "alice" || hs.Token != 1 || hs.ExpiresAt.IsZero() {
+		t.Errorf("Status after Lock: got %+v, %v; want held by alice, token 1, expiresAt set", hs, held)
+	}
 	st, err := c.Get(t.Context(), ns, "basics")
 	if err != nil {
 		t.Fatalf("Get: %v", err)
@@ -176,8 +179,9 @@ func TestTryLockAndErrors(t *testing.T) {
 	if err := alice2.TryLock(t.Context()); !errors.Is(err, lock.ErrAlreadyHeld) {
 		t.Errorf("second alice handle TryLock: got %v, want ErrAlreadyHeld", err)
 	}
-	if err := bob.Unlock(t.Context()); !errors.Is(err, lock.ErrNotHeld) || !strings.Contains(err.Error(), `held by "alice"`) {
-		t.Errorf("bob Unlock: got %v, want ErrNotHeld naming alice", err)
+	var nh *lock.NotHeldError
+	if err := bob.Unlock(t.Context()); !errors.Is(err, lock.ErrNotHeld) || !errors.As(err, &nh) || nh.Current != "alice" || !strings.Contains(err.Error(), `held by "alice"`) {
+		t.Errorf("bob Unlock: got %v, want a NotHeldError naming alice", err)
 	}
 	after := getLease(t, ns, "m")
 	if before.ResourceVersion != after.ResourceVersion {
@@ -404,31 +408,31 @@ func TestAdminOperations(t *testing.T) {
 	c := newClient(t, env.Config())
 	ctx := t.Context()
 
-	if _, err := c.Create(ctx, ns, "a", lock.CreateOptions{TTL: 5 * time.Minute}); err != nil {
-		t.Fatalf("Create: %v", err)
+	if _, created, err := c.Create(ctx, ns, "a", lock.CreateOptions{TTL: 5 * time.Minute}); err != nil || !created {
+		t.Fatalf("Create: got created %v, %v; want created", created, err)
 	}
-	if _, err := c.Create(ctx, ns, "a", lock.CreateOptions{TTL: 5 * time.Minute}); err != nil {
-		t.Errorf("Create again with the same TTL: got %v, want success", err)
+	if _, created, err := c.Create(ctx, ns, "a", lock.CreateOptions{TTL: 5 * time.Minute}); err != nil || created {
+		t.Errorf("Create again with the same TTL: got created %v, %v; want success, not created", created, err)
 	}
 	before := getLease(t, ns, "a").ResourceVersion
-	if _, err := c.Create(ctx, ns, "a", lock.CreateOptions{TTL: time.Minute}); !errors.Is(err, lock.ErrTTLConflict) {
+	if _, _, err := c.Create(ctx, ns, "a", lock.CreateOptions{TTL: time.Minute}); !errors.Is(err, lock.ErrTTLConflict) {
 		t.Errorf("Create with another TTL: got %v, want ErrTTLConflict", err)
 	}
 	if after := getLease(t, ns, "a").ResourceVersion; after != before {
 		t.Errorf("refused Create changed the Lease")
 	}
-	st, err := c.Create(ctx, ns, "a", lock.CreateOptions{TTL: time.Minute, UpdateTTL: true})
+	st, _, err := c.Create(ctx, ns, "a", lock.CreateOptions{TTL: time.Minute, UpdateTTL: true})
 	if err != nil || st.TTL != time.Minute {
 		t.Errorf("Create with UpdateTTL: got %+v, %v; want TTL 1m", st, err)
 	}
-	if _, err := c.Create(ctx, ns, "b", lock.CreateOptions{}); err != nil {
+	if _, _, err := c.Create(ctx, ns, "b", lock.CreateOptions{}); err != nil {
 		t.Fatalf("Create b: %v", err)
 	}
 	m := newMutex(t, c, ns, "b", lock.WithHolder("h"))
 	if err := m.Lock(ctx); err != nil {
 		t.Fatalf("Lock b: %v", err)
 	}
-	if _, err := c.Create(ctx, ns, "b", lock.CreateOptions{TTL: time.Minute, UpdateTTL: true}); !errors.Is(err, lock.ErrLocked) {
+	if _, _, err := c.Create(ctx, ns, "b", lock.CreateOptions{TTL: time.Minute, UpdateTTL: true}); !errors.Is(err, lock.ErrLocked) {
 		t.Errorf("changing the TTL of a locked mutex: got %v, want ErrLocked", err)
 	}
 
@@ -513,7 +517,7 @@ func TestNonMutexLeaseUntouched(t *testing.T) {
 			"TryLock":     func() error { return m.TryLock(short()) },
 			"Unlock":      func() error { return m.Unlock(short()) },
 			"Get":         func() error { _, err := c.Get(short(), ns, name); return err },
-			"Create":      func() error { _, err := c.Create(short(), ns, name, lock.CreateOptions{}); return err },
+			"Create":      func() error { _, _, err := c.Create(short(), ns, name, lock.CreateOptions{}); return err },
 			"ForceUnlock": func() error { _, err := c.ForceUnlock(short(), ns, name); return err },
 			"Delete":      func() error { return c.Delete(short(), ns, name, lock.DeleteOptions{Force: true}) },
 			"With":        func() error { return m.With(short(), func(context.Context) error { return nil }) },
@@ -561,7 +565,7 @@ func TestInvalidArguments(t *testing.T) {
 			t.Errorf("NewMutex(%q, %q): got %v, want ErrInvalid mentioning %q", tc.ns, tc.name, err, tc.want)
 		}
 	}
-	if _, err := c.Create(t.Context(), ns, "ok", lock.CreateOptions{TTL: 100000 * time.Hour}); !errors.Is(err, lock.ErrInvalid) {
+	if _, _, err := c.Create(t.Context(), ns, "ok", lock.CreateOptions{TTL: 100000 * time.Hour}); !errors.Is(err, lock.ErrInvalid) {
 		t.Errorf("Create with an absurd TTL: got %v, want ErrInvalid", err)
 	}
 	if n := counter.snapshot(); len(n) != 0 {
@@ -617,7 +621,7 @@ func TestLockCreatesAndRBAC(t *testing.T) {
 		}
 	})
 	t.Run("no create", func(t *testing.T) {
-		if _, err := adminC.Create(t.Context(), ns, "exists", lock.CreateOptions{}); err != nil {
+		if _, _, err := adminC.Create(t.Context(), ns, "exists", lock.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		m := newMutex(t, noCreate, ns, "exists")

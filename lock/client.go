@@ -221,16 +221,17 @@ type CreateOptions struct {
 	UpdateTTL bool
 }
 
-// Create creates the mutex namespace/name. Creating a mutex that exists with
-// the same TTL succeeds and changes nothing; with another TTL it fails with
-// ErrTTLConflict unless opts.UpdateTTL is set and the mutex is unlocked.
-func (c *Client) Create(ctx context.Context, namespace, name string, opts CreateOptions) (Status, error) {
+// Create creates the mutex namespace/name and reports whether it did.
+// Creating a mutex that exists with the same TTL succeeds (created is false)
+// and changes nothing; with another TTL it fails with ErrTTLConflict unless
+// opts.UpdateTTL is set and the mutex is unlocked.
+func (c *Client) Create(ctx context.Context, namespace, name string, opts CreateOptions) (st Status, created bool, err error) {
 	if err := validateRef(namespace, name); err != nil {
-		return Status{}, err
+		return Status{}, false, err
 	}
 	if opts.TTL != 0 {
 		if err := ttl.Validate(opts.TTL); err != nil {
-			return Status{}, invalid(fmt.Errorf("mutex %s/%s: %w", namespace, name, err))
+			return Status{}, false, invalid(fmt.Errorf("mutex %s/%s: %w", namespace, name, err))
 		}
 	}
 	for {
@@ -239,29 +240,29 @@ func (c *Client) Create(ctx context.Context, namespace, name string, opts Create
 			c.log.V(1).Info("created mutex", "namespace", namespace, "name", name, "ttl", opts.TTL)
 			r, derr := decode(l)
 			if derr != nil {
-				return Status{}, derr
+				return Status{}, false, derr
 			}
-			return r.status(false), nil
+			return r.status(false), true, nil
 		}
 		if !apierrors.IsAlreadyExists(err) {
-			return Status{}, apiError("create", namespace, name, err)
+			return Status{}, false, apiError("create", namespace, name, err)
 		}
 		r, err := c.get(ctx, namespace, name)
 		if errors.Is(err, ErrNotFound) {
 			continue // deleted in between: create again
 		}
 		if err != nil {
-			return Status{}, err
+			return Status{}, false, err
 		}
 		if r.ttl == opts.TTL {
-			return r.status(c.expired(r, c.clock.Now())), nil
+			return r.status(c.expired(r, c.clock.Now())), false, nil
 		}
 		if !opts.UpdateTTL {
-			return Status{}, fmt.Errorf("mutex %s/%s exists with TTL %s, not %s (nothing changed): %w",
+			return Status{}, false, fmt.Errorf("mutex %s/%s exists with TTL %s, not %s (nothing changed): %w",
 				namespace, name, ttlString(r.ttl), ttlString(opts.TTL), ErrTTLConflict)
 		}
 		if r.held() {
-			return Status{}, fmt.Errorf("cannot change the TTL of mutex %s/%s while %q holds it: %w",
+			return Status{}, false, fmt.Errorf("cannot change the TTL of mutex %s/%s while %q holds it: %w",
 				namespace, name, r.holder, r.lockedError(nil))
 		}
 		l = r.lease.DeepCopy()
@@ -276,13 +277,13 @@ func (c *Client) Create(ctx context.Context, namespace, name string, opts Create
 			continue // changed under us: decide again
 		}
 		if err != nil {
-			return Status{}, apiError("update", namespace, name, err)
+			return Status{}, false, apiError("update", namespace, name, err)
 		}
 		c.log.V(1).Info("changed mutex TTL", "namespace", namespace, "name", name, "from", r.ttl, "to", opts.TTL)
 		if r, err = decode(l); err != nil {
-			return Status{}, err
+			return Status{}, false, err
 		}
-		return r.status(false), nil
+		return r.status(false), false, nil
 	}
 }
 

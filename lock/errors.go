@@ -78,6 +78,47 @@ func (e *LockedError) Is(target error) bool { return target == ErrLocked }
 // Unwrap returns the context error that ended a blocking Lock, if any.
 func (e *LockedError) Unwrap() error { return e.cause }
 
+// NotHeldError reports an Unlock by a holder that does not hold the mutex.
+// It matches ErrNotHeld with errors.Is, and ErrNotFound too when the mutex
+// does not exist.
+type NotHeldError struct {
+	Namespace string
+	Name      string
+	// Holder is the identity that tried to unlock.
+	Holder string
+	// Current is the actual holder; empty when the mutex is unlocked or
+	// does not exist.
+	Current string
+	// Exists is false when the mutex does not exist.
+	Exists bool
+	// Reacquired: Current is this very identity, but through a newer
+	// acquisition (token) than the hold being released.
+	Reacquired bool
+	// CurrentToken is the fencing token of the current or last acquisition.
+	CurrentToken int64
+}
+
+func (e *NotHeldError) Error() string {
+	var why string
+	switch {
+	case !e.Exists:
+		why = "it does not exist"
+	case e.Current == "":
+		why = "it is unlocked"
+	case e.Reacquired:
+		why = fmt.Sprintf("it was acquired again (token %d)", e.CurrentToken)
+	default:
+		why = fmt.Sprintf("it is held by %q", e.Current)
+	}
+	return fmt.Sprintf("mutex %s/%s: holder %q does not hold it (%s), nothing changed", e.Namespace, e.Name, e.Holder, why)
+}
+
+// Is makes errors.Is(err, ErrNotHeld) true, and errors.Is(err, ErrNotFound)
+// for a mutex that does not exist.
+func (e *NotHeldError) Is(target error) bool {
+	return target == ErrNotHeld || (target == ErrNotFound && !e.Exists)
+}
+
 // NotMutexError reports a Lease that this package refuses to touch.
 type NotMutexError struct {
 	Namespace string

@@ -76,7 +76,7 @@ func ExampleMutex_With() {
 func ExampleClient_List() {
 	ctx := context.Background()
 	c, _ := lock.NewClient(fake.NewClientset().CoordinationV1())
-	_, _ = c.Create(ctx, "default", "a", lock.CreateOptions{TTL: 5 * time.Minute})
+	_, _, _ = c.Create(ctx, "default", "a", lock.CreateOptions{TTL: 5 * time.Minute})
 	m, _ := c.NewMutex("default", "b", lock.WithHolder("worker-1"))
 	_ = m.Lock(ctx)
 	defer m.Unlock(ctx)

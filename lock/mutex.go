@@ -189,6 +189,19 @@ func (m *Mutex) Token() int64 {
 	return int64(m.cur.token)
 }
 
+// Status returns the current hold's acquisition as this handle wrote it
+// (holder, token, lockedAt, TTL, and expiresAt as of the acquisition, which
+// renewals extend), and whether the handle holds the mutex. It makes no
+// request.
+func (m *Mutex) Status() (Status, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.cur == nil || m.cur.err != nil || m.last == nil {
+		return Status{}, false
+	}
+	return m.last.status(false), true
+}
+
 // Lock acquires the mutex, waiting as long as ctx allows; a context deadline
 // is the lock timeout. It creates the mutex if it does not exist. If ctx
 // ends first, the error matches ErrLocked (it is a *LockedError naming the
@@ -467,13 +480,13 @@ func (m *Mutex) Unlock(ctx context.Context) error {
 		if r == nil {
 			var err error
 			if r, err = m.c.get(ctx, m.namespace, m.name); errors.Is(err, ErrNotFound) {
-				return m.notHeld(h, nil, err)
+				return m.notHeld(h, nil)
 			} else if err != nil {
 				return m.unlockFailed(h, err)
 			}
 		}
 		if !r.held() || r.holder != m.holder || (h != nil && r.token != h.token) {
-			return m.notHeld(h, r, nil)
+			return m.notHeld(h, r)
 		}
 		out, err := m.c.update(ctx, r.release(m.c.serverNow()))
 		switch {
@@ -499,27 +512,19 @@ func (m *Mutex) Unlock(ctx context.Context) error {
 	}
 }
 
-// notHeld ends h (if any) and explains why Unlock did nothing.
-func (m *Mutex) notHeld(h *hold, r *record, cause error) error {
-	var why string
-	switch {
-	case r == nil:
-		why = "it does not exist"
-	case !r.held():
-		why = "it is unlocked"
-	case r.holder != m.holder:
-		why = fmt.Sprintf("it is held by %q", r.holder)
-	default:
-		why = fmt.Sprintf("it was acquired again (token %d)", r.token)
+// notHeld ends h (if any) and explains why Unlock did nothing; r is the
+// record read, nil if the mutex does not exist.
+func (m *Mutex) notHeld(h *hold, r *record) error {
+	e := &NotHeldError{Namespace: m.namespace, Name: m.name, Holder: m.holder}
+	if r != nil {
+		e.Exists, e.Current, e.CurrentToken = true, r.holder, int64(r.token)
+		e.Reacquired = r.holder == m.holder
 	}
-	err := fmt.Errorf("mutex %s/%s: holder %q does not hold it (%s), nothing changed: %w", m.namespace, m.name, m.holder, why, ErrNotHeld)
+	var err error = e
 	if h != nil {
-		m.lose(h, fmt.Errorf("mutex %s/%s: %s: %w", m.namespace, m.name, why, ErrLost))
+		m.lose(h, fmt.Errorf("mutex %s/%s: %s: %w", m.namespace, m.name, e.Error(), ErrLost))
 		m.end(h, nil)
 		err = errors.Join(err, h.err)
-	}
-	if cause != nil {
-		err = errors.Join(err, cause)
 	}
 	return err
 }
