@@ -1,0 +1,180 @@
+// Package lock implements `koncli mutex lock`.
+package lock
+
+import (
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+
+	"github.com/konlease/konlease/cmd/koncli/internal/cmdutil"
+	"github.com/konlease/konlease/lock"
+	"github.com/konlease/konlease/ttl"
+)
+
+type flagpole struct {
+	holder  string
+	timeout string
+	ttl     string
+}
+
+// NewCommand returns the lock command.
+func NewCommand(streams genericiooptions.IOStreams, f *cmdutil.Factory) *cobra.Command {
+	flags := &flagpole{}
+	cmd := &cobra.Command{
+		Use:   "lock NAME [--holder H] [--timeout D] [--ttl D]",
+		Short: "Acquire a mutex and exit, leaving it locked",
+		Long: `Acquire the mutex NAME for the holder identity --holder (default: the host
+name, which in a pod is the pod's name) and exit, leaving it locked until
+'koncli mutex unlock NAME --holder H' releases it (or, for a mutex with a
+TTL, until the TTL runs out: koncli does not stay behind to renew it, so
+the TTL counts from the moment it was locked).
+
+Waiting: without --timeout, lock waits until the mutex is free (or koncli
+gets SIGINT, SIGTERM or SIGHUP). --timeout 0 makes exactly one attempt. --timeout 30s
+waits up to 30 seconds. While it waits longer than a second, lock says on
+stderr whom it waits for and until when that holder's TTL runs, and again
+whenever the holder changes. A wait that ends by timeout or signal leaves
+nothing locked.
+
+If the mutex does not exist, lock creates it, locked, with the TTL --ttl
+(default: none). An existing mutex keeps its own TTL.
+
+A holder identity that already holds the mutex gets exit status 3 at once:
+locking again would deadlock. Give concurrent lockers different identities.
+
+To run a command under the mutex, prefer 'koncli mutex run': it renews a
+TTL while the command runs, stops the command if the lock is lost, and
+unlocks however the command ends.
+
+Output: on success, stdout gets three lines that a shell can evaluate:
+
+  KONLEASE_MUTEX=NAMESPACE/NAME
+  KONLEASE_HOLDER=HOLDER
+  KONLEASE_TOKEN=TOKEN
+
+TOKEN is the fencing token of this acquisition (it grows with every
+acquisition of the mutex). The holder is single-quoted for the shell when
+it contains anything but letters, digits and ._-:@/+,=. Messages go to
+stderr.
+
+Exit status:
+  0    acquired
+  1    error: the Lease is not a mutex, RBAC refused, the API server could
+       not be reached, ...
+  2    usage error: invalid NAME, --holder, --timeout or --ttl; nothing was
+       sent
+  3    not acquired: another holder holds it and --timeout ran out (or was
+       0), or this holder identity holds it already
+  129  interrupted by SIGHUP while waiting; nothing was locked
+  130  interrupted by SIGINT while waiting; nothing was locked
+  143  interrupted by SIGTERM while waiting; nothing was locked`,
+		Example: `  # Lock with the default holder (the host name) and wait as long as it takes
+  koncli mutex lock critical-section
+
+  # Lock with a custom holder
+  koncli mutex lock critical-section --holder worker-1
+
+  # Wait up to 30s
+  koncli mutex lock critical-section --timeout 30s
+
+  # One attempt; skip the work if someone else holds the mutex
+  if koncli mutex lock daily-job --holder "$HOSTNAME" --timeout 0; then
+      run-daily-job
+      koncli mutex unlock daily-job --holder "$HOSTNAME"
+  else
+      echo "Job already running, skipping"
+  fi
+
+  # Keep the fencing token
+  eval "$(koncli mutex lock critical-section --holder worker-1)"
+  echo "locked with token $KONLEASE_TOKEN"`,
+		Args:              cmdutil.ExactArgs("NAME"),
+		ValidArgsFunction: cmdutil.CompleteMutexNames(f),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runE(cmd, streams, f, flags, args[0])
+		},
+	}
+	cmd.Flags().StringVar(&flags.holder, "holder", "", "holder identity (default: the host name; in a pod, the pod name)")
+	cmd.Flags().StringVar(&flags.timeout, "timeout", "", `how long to wait, a Go duration ("30s"); 0: one attempt; default: wait until acquired`)
+	cmd.Flags().StringVar(&flags.ttl, "ttl", "", `TTL to create the mutex with if it does not exist, from 1s to 8760h; default: no TTL`)
+	return cmd
+}
+
+func runE(cmd *cobra.Command, streams genericiooptions.IOStreams, f *cmdutil.Factory, flags *flagpole, name string) error {
+	if err := cmdutil.ValidateName(name); err != nil {
+		return err
+	}
+	holder, err := cmdutil.Holder(flags.holder, cmd.Flags().Changed("holder"), "")
+	if err != nil {
+		return err
+	}
+	wait, err := cmdutil.WaitFromFlag(flags.timeout, cmd.Flags().Changed("timeout"))
+	if err != nil {
+		return err
+	}
+	// The process exits right after locking, so nobody is left to renew:
+	// a TTL counts from the acquisition.
+	opts := []lock.Option{lock.WithHolder(holder), lock.WithoutRenewal()}
+	if cmd.Flags().Changed("ttl") {
+		d, err := cmdutil.ParseTTL(flags.ttl)
+		if err != nil {
+			return err
+		}
+		opts = append(opts, lock.WithTTL(d))
+	}
+	ns, err := f.Namespace()
+	if err != nil {
+		return err
+	}
+	c, err := f.Client()
+	if err != nil {
+		return err
+	}
+	ctx, stop := cmdutil.SignalContext(cmd.Context())
+	defer stop()
+	log := f.Logger()
+	m, err := cmdutil.Acquire(ctx, log, c, ns, name, wait, opts...)
+	if err != nil {
+		return err
+	}
+	token := m.Token()
+	if token == 0 {
+		// The hold ended between acquiring and now: someone force-unlocked
+		// or deleted the mutex at once. Saying "locked" would be false.
+		return &cmdutil.RuntimeError{Err: fmt.Errorf("mutex %s was acquired and lost again at once: %w", cmdutil.Ref(ns, name), m.Err())}
+	}
+	// From here on the mutex is held: nothing may turn this into a failure,
+	// or a script would skip its unlock and leave the mutex locked.
+	if err := WriteAcquired(streams.Out, ns, name, holder, token); err != nil {
+		log.Error(err, "writing the acquisition to stdout failed; the mutex is locked", "mutex", cmdutil.Ref(ns, name), "holder", holder, "token", token)
+	}
+	msg := fmt.Sprintf("locked mutex %s as %q (token %d)", cmdutil.Ref(ns, name), holder, token)
+	if st, held := m.Status(); held && st.TTL > 0 {
+		msg += fmt.Sprintf("; TTL %s: it expires at %s unless unlocked before", ttl.Format(st.TTL), cmdutil.FormatTime(st.ExpiresAt))
+	}
+	log.Info(msg)
+	return nil
+}
+
+// WriteAcquired prints an acquisition as shell assignments, one per line.
+func WriteAcquired(w io.Writer, namespace, name, holder string, token int64) error {
+	_, err := fmt.Fprintf(w, "KONLEASE_MUTEX=%s\nKONLEASE_HOLDER=%s\nKONLEASE_TOKEN=%s\n",
+		cmdutil.Ref(namespace, name), ShellQuote(holder), strconv.FormatInt(token, 10))
+	return err
+}
+
+// ShellQuote returns s unchanged if a POSIX shell reads it as one word
+// without expansion, else single-quoted.
+func ShellQuote(s string) string {
+	safe := s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("._-:@/+,=", r))
+	}) < 0
+	if safe {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}

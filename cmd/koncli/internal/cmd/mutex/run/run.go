@@ -1,0 +1,418 @@
+// Package run implements `koncli mutex run`.
+package run
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"os/signal"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+
+	"github.com/konlease/konlease/cmd/koncli/internal/cmdutil"
+	"github.com/konlease/konlease/lock"
+)
+
+// Environment variables the command gets.
+const (
+	EnvMutex  = "KONLEASE_MUTEX"
+	EnvHolder = "KONLEASE_HOLDER"
+	EnvToken  = "KONLEASE_TOKEN"
+)
+
+// DefaultGracePeriod is how long a command that must stop because the lock
+// was lost has between SIGTERM and SIGKILL.
+const DefaultGracePeriod = 10 * time.Second
+
+type flagpole struct {
+	holder  string
+	timeout string
+	ttl     string
+	grace   string
+}
+
+// NewCommand returns the run command.
+func NewCommand(streams genericiooptions.IOStreams, f *cmdutil.Factory) *cobra.Command {
+	flags := &flagpole{}
+	cmd := &cobra.Command{
+		Use:   "run NAME [--holder H] [--timeout D] [--ttl D] [--grace-period D] [flags] -- CMD [ARGS...]",
+		Short: "Run a command while holding a mutex",
+		Long: `Acquire the mutex NAME, run CMD with its arguments while holding it, and
+unlock it when CMD exits, however it exits. This is the safe way to run a
+critical section from a shell, a Job or a CronJob.
+
+Acquiring works as for 'koncli mutex lock': without --timeout run waits until
+the mutex is free; --timeout 0 makes one attempt; --timeout 30s waits up to
+30 seconds; a missing mutex is created with --ttl. While it waits longer
+than a second it says on stderr whom it waits for. If the mutex is not
+acquired, CMD is not run.
+
+The default holder identity is the host name (in a pod, the pod's name),
+a dash and koncli's process id, so that several runs on one host are
+different holders and queue up for the mutex.
+
+While CMD runs, koncli renews the mutex's TTL (if it has one) and watches
+the Lease. CMD gets stdin, stdout and stderr as they are, and in its
+environment:
+
+  KONLEASE_MUTEX   NAMESPACE/NAME
+  KONLEASE_HOLDER  the holder identity
+  KONLEASE_TOKEN   the fencing token of this acquisition: it grows with
+                   every acquisition, so a resource that remembers the
+                   largest token it saw can refuse writes from a holder
+                   that lost the lock without knowing
+
+SIGINT, SIGTERM and SIGHUP sent to koncli are forwarded to CMD, and koncli
+waits for CMD to exit. CMD runs in its own process group: signals go to the
+whole group, and whatever CMD leaves running in it is killed when CMD
+exits, before the mutex is unlocked. Except when stdin is a terminal: then
+CMD stays in the terminal's foreground process group (to be able to read
+it), gets Ctrl-C and hangups from the terminal itself, and koncli forwards
+only SIGTERM, to CMD alone.
+
+If the lock is lost while CMD runs (an operator force-unlocked or deleted
+the mutex, or renewals failed until the TTL would run out), CMD gets
+SIGTERM, then SIGKILL after --grace-period, and koncli exits with status 4:
+CMD's work may have overlapped another holder's.
+
+Jobs: run the work under the lock in one container,
+
+  command: [koncli, mutex, run, db-migration, --timeout, 5m, --, ./migrate]
+
+rather than locking in an init container and unlocking in a sidecar: a
+sidecar runs in parallel with the main container, so it unlocks while the
+migration still runs, and a crashed pod never unlocks at all.
+
+Exit status:
+  0      CMD exited with status 0 and the mutex was unlocked
+  1      error before CMD ran (the Lease is not a mutex, RBAC, API server
+         unreachable, ...), or CMD succeeded but unlocking failed
+  2      usage error: invalid NAME or flags, no -- CMD; nothing was sent
+  3      not acquired: another holder holds it and --timeout ran out (or
+         was 0); CMD was not run
+  4      the lock was lost while CMD ran; CMD was stopped
+  126    CMD could not be executed
+  127    CMD was not found
+  128+n  CMD was killed by signal n (143 for SIGTERM)
+  N      CMD exited with status N
+  130    interrupted by SIGINT (143: SIGTERM, 129: SIGHUP) while waiting
+         for the mutex; CMD was not run`,
+		Example: `  # Run a migration under a mutex, waiting up to 5 minutes for it
+  koncli mutex run db-migration --timeout 5m -- ./migrate --to latest
+
+  # Skip instead of waiting when someone else holds it
+  koncli mutex run daily-job --timeout 0 -- run-daily-job
+
+  # Pass the fencing token on to the protected resource
+  koncli mutex run shared-file -- sh -c 'write-file --fencing-token "$KONLEASE_TOKEN"'
+
+  # A TTL, renewed while the command runs: if koncli dies, the lock is free
+  # again a minute later
+  koncli mutex run backup --ttl 1m -- ./backup.sh`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			return checkArgs(cmd, args)
+		},
+		ValidArgsFunction: cmdutil.CompleteMutexNames(f),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runE(cmd, streams, f, flags, args[0], args[1:])
+		},
+	}
+	cmd.Flags().StringVar(&flags.holder, "holder", "", "holder identity (default: the host name, a dash and koncli's process id)")
+	cmd.Flags().StringVar(&flags.timeout, "timeout", "", `how long to wait for the mutex, a Go duration ("30s"); 0: one attempt; default: wait until acquired`)
+	cmd.Flags().StringVar(&flags.ttl, "ttl", "", `TTL to create the mutex with if it does not exist, from 1s to 8760h; default: no TTL`)
+	cmd.Flags().StringVar(&flags.grace, "grace-period", DefaultGracePeriod.String(), "after the lock is lost, how long CMD has between SIGTERM and SIGKILL")
+	return cmd
+}
+
+// checkArgs requires NAME, then --, then at least the command.
+func checkArgs(cmd *cobra.Command, args []string) error {
+	dash := cmd.ArgsLenAtDash()
+	switch {
+	case dash < 0 && len(args) == 0:
+		return cmdutil.Usagef("%q needs NAME -- CMD [ARGS...]", cmd.CommandPath())
+	case dash < 0:
+		return cmdutil.Usagef("%q needs -- between NAME and the command, as in: %s %s -- %s", cmd.CommandPath(), cmd.CommandPath(), args[0], strings.Join(args[1:], " "))
+	case dash == 0:
+		return cmdutil.Usagef("%q needs NAME before --", cmd.CommandPath())
+	case dash > 1:
+		return cmdutil.Usagef("%q takes only NAME before --; unexpected %q", cmd.CommandPath(), args[1])
+	case len(args) == 1:
+		return cmdutil.Usagef("%q needs a command after --", cmd.CommandPath())
+	}
+	return nil
+}
+
+func runE(cmd *cobra.Command, streams genericiooptions.IOStreams, f *cmdutil.Factory, flags *flagpole, name string, command []string) error {
+	if err := cmdutil.ValidateName(name); err != nil {
+		return err
+	}
+	holder, err := cmdutil.Holder(flags.holder, cmd.Flags().Changed("holder"), strconv.Itoa(os.Getpid()))
+	if err != nil {
+		return err
+	}
+	wait, err := cmdutil.WaitFromFlag(flags.timeout, cmd.Flags().Changed("timeout"))
+	if err != nil {
+		return err
+	}
+	grace, err := cmdutil.ParseDuration("grace-period", flags.grace)
+	if err != nil {
+		return err
+	}
+	opts := []lock.Option{lock.WithHolder(holder)}
+	if cmd.Flags().Changed("ttl") {
+		d, err := cmdutil.ParseTTL(flags.ttl)
+		if err != nil {
+			return err
+		}
+		opts = append(opts, lock.WithTTL(d))
+	}
+	ns, err := f.Namespace()
+	if err != nil {
+		return err
+	}
+	c, err := f.Client()
+	if err != nil {
+		return err
+	}
+	log := f.Logger()
+
+	// One channel receives the stop signals for the whole command: first
+	// a goroutine turns a signal into cancelling the wait for the mutex,
+	// then the loop below forwards signals to CMD. Only one of them reads
+	// at a time, so no signal is lost between the two.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, cmdutil.StopSignals...)
+	defer signal.Stop(sigs)
+	lockCtx, cancelLock := context.WithCancelCause(cmd.Context())
+	defer cancelLock(nil)
+	acquired := make(chan struct{})
+	watcherDone := make(chan struct{})
+	go func() {
+		defer close(watcherDone)
+		select {
+		case s := <-sigs:
+			cancelLock(&cmdutil.SignalError{Signal: s})
+		case <-acquired:
+		}
+	}()
+	m, err := cmdutil.Acquire(lockCtx, log, c, ns, name, wait, opts...)
+	close(acquired)
+	<-watcherDone
+	if err != nil {
+		return err
+	}
+	ref := cmdutil.Ref(ns, name)
+	log.V(1).Info("acquired mutex, running the command", "mutex", ref, "holder", holder, "token", m.Token(), "command", command)
+
+	r := &runner{log: log, ref: ref, grace: grace}
+	state, runErr := r.run(m, streams, command, sigs, holder)
+	unlockErr := unlock(cmd.Context(), m)
+	return r.result(m, state, runErr, unlockErr)
+}
+
+// runner runs CMD and stops it when the lock is lost.
+type runner struct {
+	log   logr.Logger
+	ref   string
+	grace time.Duration
+	// lost: Done closed while CMD ran.
+	lost error
+}
+
+// exitResult is how CMD ended.
+type exitResult struct {
+	state *os.ProcessState
+	err   error
+}
+
+// run starts CMD, forwards signals to it, stops it if the lock is lost and
+// waits for it. It returns a start error as *cmdutil.ExecError.
+func (r *runner) run(m *lock.Mutex, streams genericiooptions.IOStreams, command []string, sigs <-chan os.Signal, holder string) (*os.ProcessState, error) {
+	child := exec.Command(command[0], command[1:]...)
+	child.Stdin, child.Stdout, child.Stderr = streams.In, streams.Out, streams.ErrOut
+	child.Env = append(os.Environ(),
+		EnvMutex+"="+cmdutil.Ref(m.Namespace(), m.Name()),
+		EnvHolder+"="+holder,
+		EnvToken+"="+strconv.FormatInt(m.Token(), 10),
+	)
+	// A command that reads the terminal must stay in its foreground
+	// process group, or it stops with SIGTTIN; the terminal then delivers
+	// Ctrl-C to it directly. Otherwise its own group lets koncli signal
+	// everything it started.
+	ownGroup := !isTerminal(streams.In)
+	child.SysProcAttr = sysProcAttr(ownGroup)
+
+	select {
+	case <-m.Done():
+		// Lost between acquiring and now (force-unlocked at once): CMD
+		// must not start without the lock.
+		return nil, &cmdutil.RuntimeError{Err: fmt.Errorf("mutex %s was lost before the command started; it was not run: %w", r.ref, m.Err())}
+	default:
+	}
+	started := make(chan error, 1)
+	exited := make(chan exitResult, 1)
+	go func() {
+		// The parent-death signal (Linux) is tied to the thread that forked
+		// the child, so that thread must live until the child is gone.
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := child.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		err := child.Wait()
+		exited <- exitResult{state: child.ProcessState, err: err}
+	}()
+	if err := <-started; err != nil {
+		return nil, execError(command[0], err)
+	}
+
+	done := m.Done()
+	var kill <-chan time.Time
+	var killTimer *time.Timer
+	defer func() {
+		if killTimer != nil {
+			killTimer.Stop()
+		}
+	}()
+	for {
+		select {
+		case s := <-sigs:
+			sig, _ := s.(syscall.Signal)
+			if (sig == syscall.SIGINT || sig == syscall.SIGHUP) && !ownGroup {
+				r.log.V(1).Info("not forwarding the signal: the terminal delivered it to the command too", "signal", cmdutil.SignalName(s))
+				continue
+			}
+			r.log.V(1).Info("forwarding signal to the command", "signal", cmdutil.SignalName(s))
+			if err := signalChild(child.Process, ownGroup, sig); err != nil {
+				r.log.V(1).Info("forwarding the signal failed", "error", err.Error())
+			}
+		case <-done:
+			done = nil
+			r.lost = m.Err()
+			if r.lost == nil {
+				// Done closes only on Unlock or loss, and nothing unlocks
+				// while CMD runs; treat anything else as a loss too.
+				r.lost = fmt.Errorf("mutex %s: hold ended: %w", r.ref, lock.ErrLost)
+			}
+			r.log.Info(fmt.Sprintf("lost mutex %s while the command runs: %v; sending SIGTERM to the command, SIGKILL in %s", r.ref, r.lost, r.grace))
+			if err := signalChild(child.Process, ownGroup, syscall.SIGTERM); err != nil {
+				r.log.V(1).Info("SIGTERM to the command failed", "error", err.Error())
+			}
+			killTimer = time.NewTimer(r.grace)
+			kill = killTimer.C
+		case <-kill:
+			kill = nil
+			r.log.Info(fmt.Sprintf("the command did not exit within %s of SIGTERM; sending SIGKILL", r.grace))
+			if err := signalChild(child.Process, ownGroup, syscall.SIGKILL); err != nil {
+				r.log.V(1).Info("SIGKILL to the command failed", "error", err.Error())
+			}
+		case res := <-exited:
+			if ownGroup {
+				// Nothing CMD started may go on working once the mutex is
+				// released: the critical section ends here.
+				_ = signalChild(child.Process, true, syscall.SIGKILL)
+			}
+			if r.lost == nil {
+				// Loss and exit at the same moment: be conservative.
+				r.lost = lostErr(m)
+			}
+			if res.state == nil {
+				return nil, fmt.Errorf("waiting for the command: %w", res.err)
+			}
+			return res.state, nil
+		}
+	}
+}
+
+// lostErr is m's loss, if its hold was lost.
+func lostErr(m *lock.Mutex) error {
+	if err := m.Err(); errors.Is(err, lock.ErrLost) {
+		return err
+	}
+	return nil
+}
+
+// unlock releases the mutex with a fresh, bounded context: CMD has exited,
+// whatever happened to koncli's own context.
+func unlock(parent context.Context, m *lock.Mutex) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), lock.DefaultCleanupTimeout)
+	defer cancel()
+	return m.Unlock(ctx)
+}
+
+// result turns how CMD ended, and how unlocking went, into koncli's error.
+func (r *runner) result(m *lock.Mutex, state *os.ProcessState, runErr, unlockErr error) error {
+	if r.lost != nil {
+		if unlockErr != nil {
+			// Expected: the Lease no longer names this hold.
+			r.log.V(1).Info("unlock after losing the mutex", "result", unlockErr.Error())
+		}
+		return &cmdutil.MessageError{
+			Msg: fmt.Sprintf("lost mutex %s while the command ran; its work may have overlapped another holder's: %v", r.ref, r.lost),
+			Err: r.lost,
+		}
+	}
+	if runErr != nil {
+		// CMD did not run (or koncli could not wait for it); the unlock
+		// only cleans up after the acquisition.
+		if unlockErr != nil && !errors.Is(unlockErr, lock.ErrNotHeld) {
+			r.log.Info(fmt.Sprintf("error: unlocking mutex %s failed; it stays locked by %q until unlocked or its TTL runs out: %v", r.ref, m.Holder(), unlockErr))
+		}
+		return runErr
+	}
+	if unlockErr != nil {
+		if errors.Is(unlockErr, lock.ErrNotHeld) {
+			// Lost after CMD had finished: CMD ran entirely under the lock
+			// (Done closes before anyone else may take over).
+			r.log.Info(fmt.Sprintf("mutex %s was lost after the command finished; nothing to unlock: %v", r.ref, unlockErr))
+			unlockErr = nil
+		} else {
+			unlockErr = fmt.Errorf("the command finished, but unlocking mutex %s failed; it stays locked by %q until unlocked (koncli mutex unlock %s --holder %q) or its TTL runs out: %w",
+				r.ref, m.Holder(), m.Name(), m.Holder(), unlockErr)
+		}
+	}
+	ws, _ := state.Sys().(syscall.WaitStatus)
+	var childErr error
+	switch {
+	case ws.Signaled():
+		childErr = &cmdutil.ChildExitError{Signal: ws.Signal()}
+	case state.ExitCode() != 0:
+		childErr = &cmdutil.ChildExitError{Code: state.ExitCode()}
+	}
+	switch {
+	case unlockErr == nil:
+		return childErr
+	case childErr == nil:
+		return unlockErr
+	default:
+		// CMD's own status says more than the unlock failure; report both.
+		r.log.Info("error: " + unlockErr.Error())
+		return childErr
+	}
+}
+
+// execError classifies a failure to start CMD as shells do: 127 when it
+// does not exist, 126 when it exists but cannot be executed.
+func execError(path string, err error) error {
+	notFound := errors.Is(err, exec.ErrNotFound) || errors.Is(err, fs.ErrNotExist)
+	return &cmdutil.ExecError{Path: path, NotFound: notFound, Err: err}
+}
+
+// isTerminal reports whether in is a terminal.
+func isTerminal(in any) bool {
+	f, ok := in.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
