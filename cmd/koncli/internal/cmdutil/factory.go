@@ -133,6 +133,20 @@ func (f *Factory) Client() (*lock.Client, error) {
 	return c, nil
 }
 
+// Target resolves what most commands act on: the namespace (as kubectl
+// chooses it) and the lock client.
+func (f *Factory) Target() (string, *lock.Client, error) {
+	ns, err := f.Namespace()
+	if err != nil {
+		return "", nil, err
+	}
+	c, err := f.Client()
+	if err != nil {
+		return "", nil, err
+	}
+	return ns, c, nil
+}
+
 // nothingConfigured reports that no kubeconfig names a cluster, no --server
 // was given and koncli is not in a pod. client-go would then fall back to
 // http://localhost:8080, a relic of insecure local clusters; saying that

@@ -86,11 +86,7 @@ func runE(cmd *cobra.Command, _ genericiooptions.IOStreams, f *cmdutil.Factory, 
 		}
 		opts.TTL = d
 	}
-	ns, err := f.Namespace()
-	if err != nil {
-		return err
-	}
-	c, err := f.Client()
+	ns, c, err := f.Target()
 	if err != nil {
 		return err
 	}

@@ -57,11 +57,7 @@ func runE(cmd *cobra.Command, _ genericiooptions.IOStreams, f *cmdutil.Factory, 
 	if err := cmdutil.ValidateName(name); err != nil {
 		return err
 	}
-	ns, err := f.Namespace()
-	if err != nil {
-		return err
-	}
-	c, err := f.Client()
+	ns, c, err := f.Target()
 	if err != nil {
 		return err
 	}

@@ -61,11 +61,7 @@ func runE(cmd *cobra.Command, streams genericiooptions.IOStreams, f *cmdutil.Fac
 	if err := cmdutil.ValidateOutput(flags.output, "yaml", "json"); err != nil {
 		return err
 	}
-	ns, err := f.Namespace()
-	if err != nil {
-		return err
-	}
-	c, err := f.Client()
+	ns, c, err := f.Target()
 	if err != nil {
 		return err
 	}

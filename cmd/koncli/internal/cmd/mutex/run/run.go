@@ -177,11 +177,7 @@ func runE(cmd *cobra.Command, streams genericiooptions.IOStreams, f *cmdutil.Fac
 		}
 		opts = append(opts, lock.WithTTL(d))
 	}
-	ns, err := f.Namespace()
-	if err != nil {
-		return err
-	}
-	c, err := f.Client()
+	ns, c, err := f.Target()
 	if err != nil {
 		return err
 	}

@@ -78,11 +78,7 @@ func runE(cmd *cobra.Command, _ genericiooptions.IOStreams, f *cmdutil.Factory, 
 			return err
 		}
 	}
-	ns, err := f.Namespace()
-	if err != nil {
-		return err
-	}
-	c, err := f.Client()
+	ns, c, err := f.Target()
 	if err != nil {
 		return err
 	}
