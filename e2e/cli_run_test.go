@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -39,7 +40,7 @@ func TestCLIRunExitCodes(t *testing.T) {
 		{"status 0", []string{"sh", "-c", "exit 0"}, 0, "", ""},
 		{"status 1", []string{"sh", "-c", "exit 1"}, 1, "", ""},
 		{"status 42", []string{"sh", "-c", "echo out; echo err >&2; exit 42"}, 42, "out\n", "err\n"},
-		{"environment", []string{"sh", "-c", `echo "$KONLEASE_MUTEX|$KONLEASE_HOLDER|$KONLEASE_TOKEN"`}, 0, "NS/m|" + host + "-PID|1\n", ""},
+		{"environment", []string{"sh", "-c", `echo "$KONLEASE_MUTEX|$KONLEASE_HOLDER|$KONLEASE_TOKEN"`}, 0, "NS/m|" + host + "-PID-RAND|1\n", ""},
 		{"empty stdin", []string{"sh", "-c", "read -r line || line=EOF; echo got $line"}, 0, "got EOF\n", ""},
 		{"killed by SIGKILL", []string{"sh", "-c", "kill -KILL $$"}, 137, "", ""},
 		{"killed by SIGTERM", []string{"sh", "-c", "kill -TERM $$"}, 143, "", ""},
@@ -53,7 +54,10 @@ func TestCLIRunExitCodes(t *testing.T) {
 			p := c.start(append([]string{"mutex", "run", "m", "--"}, tc.cmd...)...)
 			r := p.wait()
 			want := strings.NewReplacer("NS", ns, "PID", strconv.Itoa(p.cmd.Process.Pid)).Replace(tc.stdout)
-			if r.code != tc.code || r.stdout != want || !strings.Contains(r.stderr, tc.stderr) {
+			// The default holder ends in random hex, so that a restarted
+			// container (same host, same pid) is a new holder.
+			wantRE := regexp.MustCompile("^" + strings.ReplaceAll(regexp.QuoteMeta(want), "RAND", "[0-9a-f]{6}") + "$")
+			if r.code != tc.code || !wantRE.MatchString(r.stdout) || !strings.Contains(r.stderr, tc.stderr) {
 				t.Errorf("got %s\nwant exit %d, stdout %q, stderr containing %q", r, tc.code, want, tc.stderr)
 			}
 			// The child's own failures print nothing more from koncli.

@@ -3,6 +3,8 @@ package run
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -59,8 +61,10 @@ than a second it says on stderr whom it waits for. If the mutex is not
 acquired, CMD is not run.
 
 The default holder identity is the host name (in a pod, the pod's name),
-a dash and koncli's process id, so that several runs on one host are
-different holders and queue up for the mutex.
+koncli's process id and a random suffix, so that several runs on one host
+are different holders and queue up for the mutex, and a restarted
+container (often process id 1 again) is not mistaken for its dead
+predecessor, whose lock it then waits out like anyone else.
 
 While CMD runs, koncli renews the mutex's TTL (if it has one) and watches
 the Lease. CMD gets stdin, stdout and stderr as they are, and in its
@@ -128,7 +132,7 @@ Exit status:
 			return runE(cmd, streams, f, flags, args[0], args[1:])
 		},
 	}
-	cmd.Flags().StringVar(&flags.holder, "holder", "", "holder identity (default: the host name, a dash and koncli's process id)")
+	cmd.Flags().StringVar(&flags.holder, "holder", "", "holder identity (default: the host name, koncli's process id and a random suffix)")
 	cmd.Flags().StringVar(&flags.timeout, "timeout", "", `how long to wait for the mutex, a Go duration ("30s"); 0: one attempt; default: wait until acquired`)
 	cmd.Flags().StringVar(&flags.ttl, "ttl", "", `TTL to create the mutex with if it does not exist, from 1s to 8760h; default: no TTL`)
 	cmd.Flags().StringVar(&flags.grace, "grace-period", DefaultGracePeriod.String(), "after the lock is lost, how long CMD has between SIGTERM and SIGKILL")
@@ -157,7 +161,7 @@ func runE(cmd *cobra.Command, streams genericiooptions.IOStreams, f *cmdutil.Fac
 	if err := cmdutil.ValidateName(name); err != nil {
 		return err
 	}
-	holder, err := cmdutil.Holder(flags.holder, cmd.Flags().Changed("holder"), strconv.Itoa(os.Getpid()))
+	holder, err := cmdutil.Holder(flags.holder, cmd.Flags().Changed("holder"), runSuffix())
 	if err != nil {
 		return err
 	}
@@ -411,4 +415,13 @@ func execError(path string, err error) error {
 func isTerminal(in any) bool {
 	f, ok := in.(*os.File)
 	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// runSuffix makes run's default identity unique per process: the pid for
+// people reading `list`, and random bytes because a restarted container
+// usually gets the same pid (1) in the same pod.
+func runSuffix() string {
+	var b [3]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+).
+	return strconv.Itoa(os.Getpid()) + "-" + hex.EncodeToString(b[:])
 }
