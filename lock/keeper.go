@@ -33,21 +33,35 @@ func (m *Mutex) keep(ctx context.Context, h *hold, sent time.Time) {
 	d := h.rec.ttl
 	renewing := d > 0 && m.renew
 
-	var deadline, renewal, poll, retry clock.Timer
-	stopAll := func() {
-		for _, t := range []clock.Timer{deadline, renewal, poll, retry} {
-			if t != nil {
-				t.Stop()
-			}
-		}
-	}
-	defer stopAll()
+	// Watching (or polling) the Lease happens on a goroutine of its own: a
+	// watch or read that hangs on a stalled network must never keep this
+	// loop from its deadline, which is what makes Done close in time.
+	lost := make(chan error, 1)
+	fctx, stopFollow := context.WithCancel(ctx)
+	followed := make(chan struct{})
+	go func() {
+		defer close(followed)
+		m.follow(fctx, h.token, h.rec.lease.ResourceVersion, lost)
+	}()
+	defer func() {
+		stopFollow()
+		<-followed
+	}()
+
+	var deadline, renewal clock.Timer
 	ch := func(t clock.Timer) <-chan time.Time {
 		if t == nil {
 			return nil
 		}
 		return t.C()
 	}
+	defer func() {
+		for _, t := range []clock.Timer{deadline, renewal} {
+			if t != nil {
+				t.Stop()
+			}
+		}
+	}()
 	if d > 0 {
 		deadline = clk.NewTimer(max(h.deadline.Sub(clk.Now()), 0))
 	}
@@ -59,32 +73,13 @@ func (m *Mutex) keep(ctx context.Context, h *hold, sent time.Time) {
 		renewal = clk.NewTimer(max(next, 0))
 	}
 
-	lw := newLeaseWatch(c, m.namespace, m.name)
-	defer lw.stop()
-	rearm := func() {
-		if retry != nil {
-			retry.Stop()
-			retry = nil
-		}
-		if poll != nil {
-			poll.Stop()
-			poll = nil
-		}
-		switch {
-		case lw.forbidden:
-			poll = clk.NewTimer(jitter(c.pollInterval))
-		case lw.w == nil:
-			retry = clk.NewTimer(lw.retryAfter())
-		}
-	}
-	if err := lw.start(ctx, h.rec.lease.ResourceVersion); err != nil {
-		return
-	}
-	rearm()
-
 	for {
 		select {
 		case <-ctx.Done():
+			return
+
+		case err := <-lost:
+			m.lose(h, err)
 			return
 
 		case <-ch(deadline):
@@ -93,9 +88,10 @@ func (m *Mutex) keep(ctx context.Context, h *hold, sent time.Time) {
 			return
 
 		case <-ch(renewal):
-			lost, err := m.renewOnce(ctx, h)
-			if lost != nil {
-				m.lose(h, lost)
+			// renewOnce is bounded by the hold's deadline.
+			lostErr, err := m.renewOnce(ctx, h)
+			if lostErr != nil {
+				m.lose(h, lostErr)
 				return
 			}
 			if ctx.Err() != nil {
@@ -110,11 +106,64 @@ func (m *Mutex) keep(ctx context.Context, h *hold, sent time.Time) {
 			deadline.Stop()
 			deadline = clk.NewTimer(max(h.deadline.Sub(clk.Now()), 0))
 			renewal = clk.NewTimer(ttl.RenewInterval(d))
+		}
+	}
+}
+
+// follow watches the Lease of a hold (token) from resourceVersion rv, or
+// polls it when watching is forbidden, until ctx ends or the Lease shows
+// the hold is gone: then it sends why on lost and returns.
+func (m *Mutex) follow(ctx context.Context, token int32, rv string, lost chan<- error) {
+	c := m.c
+	clk := c.clock
+	lw := newLeaseWatch(c, m.namespace, m.name)
+	defer lw.stop()
+	var poll, retry clock.Timer
+	ch := func(t clock.Timer) <-chan time.Time {
+		if t == nil {
+			return nil
+		}
+		return t.C()
+	}
+	rearm := func() {
+		for _, t := range []clock.Timer{poll, retry} {
+			if t != nil {
+				t.Stop()
+			}
+		}
+		poll, retry = nil, nil
+		switch {
+		case lw.forbidden:
+			poll = clk.NewTimer(jitter(c.pollInterval))
+		case lw.w == nil:
+			retry = clk.NewTimer(lw.retryAfter())
+		}
+	}
+	defer func() {
+		for _, t := range []clock.Timer{poll, retry} {
+			if t != nil {
+				t.Stop()
+			}
+		}
+	}()
+	report := func(r *record, err error) bool {
+		if why := m.check(token, r, err); why != nil {
+			lost <- why
+			return true
+		}
+		return false
+	}
+	if err := lw.start(ctx, rv); err != nil {
+		return
+	}
+	rearm()
+	for {
+		select {
+		case <-ctx.Done():
+			return
 
 		case <-ch(poll):
-			r, err := c.get(ctx, m.namespace, m.name)
-			if lost := m.check(h, r, err); lost != nil {
-				m.lose(h, lost)
+			if report(c.get(ctx, m.namespace, m.name)) {
 				return
 			}
 			rearm()
@@ -133,18 +182,15 @@ func (m *Mutex) keep(ctx context.Context, h *hold, sent time.Time) {
 			switch {
 			case again:
 			case res.deleted:
-				m.lose(h, fmt.Errorf("mutex %s/%s was deleted: %w", m.namespace, m.name, ErrLost))
+				lost <- fmt.Errorf("mutex %s/%s was deleted: %w", m.namespace, m.name, ErrLost)
 				return
 			case res.lease != nil:
-				r, err := decode(res.lease)
-				if lost := m.check(h, r, err); lost != nil {
-					m.lose(h, lost)
+				if report(decode(res.lease)) {
 					return
 				}
 			default: // the watch lost its place: read once, then watch anew.
 				r, err := c.get(ctx, m.namespace, m.name)
-				if lost := m.check(h, r, err); lost != nil {
-					m.lose(h, lost)
+				if report(r, err) {
 					return
 				}
 				if r != nil {
@@ -161,9 +207,10 @@ func (m *Mutex) keep(ctx context.Context, h *hold, sent time.Time) {
 	}
 }
 
-// check returns why hold h is lost according to record r (read with error
-// err), or nil if it is still ours or the read failed for another reason.
-func (m *Mutex) check(h *hold, r *record, err error) error {
+// check returns why the hold with token is lost according to record r
+// (read with error err), or nil if it is still ours or the read failed for
+// another reason.
+func (m *Mutex) check(token int32, r *record, err error) error {
 	switch {
 	case errors.Is(err, ErrNotFound):
 		return fmt.Errorf("mutex %s/%s was deleted: %w", m.namespace, m.name, ErrLost)
@@ -173,7 +220,7 @@ func (m *Mutex) check(h *hold, r *record, err error) error {
 		return nil
 	case !r.held():
 		return fmt.Errorf("mutex %s/%s was force-unlocked: %w", m.namespace, m.name, ErrLost)
-	case r.holder != m.holder || r.token != h.token:
+	case r.holder != m.holder || r.token != token:
 		return fmt.Errorf("mutex %s/%s was taken over by %q (token %d): %w", m.namespace, m.name, r.holder, r.token, ErrLost)
 	}
 	return nil
@@ -205,7 +252,7 @@ func (m *Mutex) renewOnce(ctx context.Context, h *hold) (lost, err error) {
 			// Someone wrote the Lease: read it and see whether it is still
 			// ours (a label edited by hand) or not (taken over).
 			r, gerr := c.get(rctx, m.namespace, m.name)
-			if lost := m.check(h, r, gerr); lost != nil {
+			if lost := m.check(h.token, r, gerr); lost != nil {
 				return lost, nil
 			}
 			if gerr != nil {

@@ -247,12 +247,15 @@ func (m *Mutex) acquire(ctx context.Context, wait bool) error {
 
 	a := &acquirer{m: m, wait: wait}
 	defer a.stop()
-	var r *record
-	if hint != nil {
-		r = hint
-		a.observe(r)
-	}
+	// The hint is the record this handle last wrote or read. It saves the
+	// read when nobody else used the mutex meanwhile: a write based on a
+	// stale hint just conflicts. But only a take may rest on it; refusing
+	// or waiting needs the Lease as it is now.
+	r, fromHint := hint, hint != nil
 	for {
+		if fromHint && r != nil && r.held() && !(r.holder == m.holder && r.token == lost) {
+			r, fromHint = nil, false
+		}
 		if r == nil {
 			var err error
 			if r, err = a.read(ctx); errors.Is(err, ErrNotFound) {
@@ -274,7 +277,7 @@ func (m *Mutex) acquire(ctx context.Context, wait bool) error {
 			if done || err != nil {
 				return err
 			}
-			r = next
+			r, fromHint = next, false
 			if r == nil && a.watching() {
 				// Conflict: the write that beat ours will arrive on the watch.
 				if r, err = a.next(ctx, nil); err != nil {
@@ -440,7 +443,8 @@ func (m *Mutex) lose(h *hold, err error) {
 	m.log.Info("lost mutex", "token", h.token, "reason", err.Error())
 }
 
-// end closes hold h after a release and forgets it.
+// end closes hold h and forgets it; last is the newest record read or
+// written, the next Lock's hint (nil: no hint).
 func (m *Mutex) end(h *hold, last *record) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -453,9 +457,7 @@ func (m *Mutex) end(h *hold, last *record) {
 		m.cur = nil
 	}
 	m.prev = h
-	if last != nil {
-		m.last = last
-	}
+	m.last = last
 }
 
 // Unlock releases the mutex if this handle holds it, or, for a handle that
@@ -523,8 +525,12 @@ func (m *Mutex) notHeld(h *hold, r *record) error {
 	var err error = e
 	if h != nil {
 		m.lose(h, fmt.Errorf("mutex %s/%s: %s: %w", m.namespace, m.name, e.Error(), ErrLost))
-		m.end(h, nil)
+		m.end(h, r)
 		err = errors.Join(err, h.err)
+	} else {
+		m.mu.Lock()
+		m.last = r
+		m.mu.Unlock()
 	}
 	return err
 }
