@@ -5,6 +5,8 @@ package e2e
 import (
 	"context"
 	"errors"
+	"net/http"
+	"sync"
 	"testing"
 	"time"
 
@@ -155,5 +157,68 @@ func TestSkewedClocks(t *testing.T) {
 				}
 			})
 		})
+	}
+}
+
+// holdFirstUpdate lets the first Update through to the server but holds
+// its answer until release is closed: an acquisition that happened, and
+// whose confirmation arrives late.
+type holdFirstUpdate struct {
+	once    sync.Once
+	sent    chan struct{}
+	release chan struct{}
+}
+
+func (h *holdFirstUpdate) wrap(rt http.RoundTripper) http.RoundTripper {
+	return roundTripFunc(func(req *http.Request) (*http.Response, error) {
+		first := false
+		if req.Method == http.MethodPut {
+			h.once.Do(func() { first = true })
+		}
+		resp, err := rt.RoundTrip(req)
+		if first {
+			close(h.sent)
+			<-h.release
+		}
+		return resp, err
+	})
+}
+
+// TestLateAcquisitionIsNotTrusted was found by the chaos checker: an
+// acquisition whose confirmation arrives after the holder's deadline (its
+// TTL may have run out meanwhile, and another holder taken over) must not
+// be reported as acquired.
+func TestLateAcquisitionIsNotTrusted(t *testing.T) {
+	t.Parallel()
+	ns := env.Namespace(t)
+	const ttl = time.Second
+	admin := newClient(t, env.Config())
+	if _, _, err := admin.Create(t.Context(), ns, "m", lock.CreateOptions{TTL: ttl}); err != nil {
+		t.Fatal(err)
+	}
+	h := &holdFirstUpdate{sent: make(chan struct{}), release: make(chan struct{})}
+	cfg := env.Config()
+	cfg.Wrap(h.wrap)
+	late := newMutex(t, newClient(t, cfg), ns, "m", lock.WithHolder("late"))
+	got := make(chan error, 1)
+	go func() { got <- late.TryLock(t.Context()) }()
+	<-h.sent // the Lease now names "late"; its answer is held
+
+	other := newMutex(t, newClient(t, env.Config()), ns, "m", lock.WithHolder("other"))
+	if err := other.Lock(t.Context()); err != nil { // waits out late's TTL
+		t.Fatalf("other Lock: %v", err)
+	}
+	close(h.release)
+	err := <-got
+	if err == nil {
+		t.Fatalf("TryLock reported an acquisition confirmed after its TTL, while %q holds the mutex (token %d)", "other", other.Token())
+	}
+	if !errors.Is(err, lock.ErrLocked) {
+		t.Errorf("late TryLock: got %v, want ErrLocked naming other", err)
+	}
+	select {
+	case <-other.Done():
+		t.Errorf("the late confirmation cost the rightful holder its lock: %v", other.Err())
+	default:
 	}
 }

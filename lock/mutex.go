@@ -316,8 +316,7 @@ func (m *Mutex) take(ctx context.Context, r *record) (done bool, next *record, e
 		if err != nil {
 			return false, nil, err
 		}
-		m.startHold(nr, token, sent)
-		return true, nil, nil
+		return m.startHold(ctx, nr, token, sent), nil, nil
 	case apierrors.IsConflict(err), apierrors.IsNotFound(err):
 		m.log.V(2).Info("acquire lost a race", "reason", apierrors.ReasonForError(err))
 		return false, nil, nil
@@ -342,8 +341,7 @@ func (m *Mutex) create(ctx context.Context) (done bool, next *record, err error)
 			return false, nil, err
 		}
 		m.log.V(1).Info("created mutex", "ttl", m.createTTL)
-		m.startHold(r, 1, sent)
-		return true, nil, nil
+		return m.startHold(ctx, r, 1, sent), nil, nil
 	case apierrors.IsAlreadyExists(err):
 		return false, nil, nil
 	case apierrors.IsForbidden(err):
@@ -392,8 +390,7 @@ func (m *Mutex) resolve(ctx context.Context, token int32, sent time.Time, werr e
 	}
 	if ctx.Err() == nil {
 		m.log.V(1).Info("acquire succeeded despite an error", "error", werr.Error())
-		m.startHold(r, token, sent)
-		return true, nil, nil
+		return m.startHold(ctx, r, token, sent), nil, nil
 	}
 	if _, err := m.c.update(cctx, r.release(m.c.serverNow())); err != nil && !apierrors.IsConflict(err) {
 		return false, nil, fmt.Errorf("mutex %s/%s: Lock was cancelled after acquiring, and releasing it failed, so holder %q may hold it: %w",
@@ -413,11 +410,26 @@ func (m *Mutex) giveUp(ctx context.Context, werr error) error {
 	return nil
 }
 
-// startHold records a new hold and starts its keeper.
-func (m *Mutex) startHold(r *record, token int32, sent time.Time) {
+// startHold records a new hold, acquired by a write sent at sent, and
+// starts its keeper. It refuses (false) a TTL hold whose deadline has
+// already passed: the confirmation came so late that the TTL may have run
+// out meanwhile and another holder taken over, so reporting it acquired
+// could put two holders in the critical section. The record is released
+// again, conditionally, so that it never clears another holder's.
+func (m *Mutex) startHold(ctx context.Context, r *record, token int32, sent time.Time) bool {
 	h := &hold{token: token, done: make(chan struct{}), rec: r}
 	if r.ttl > 0 {
 		h.deadline = ttl.HolderDeadline(sent, r.ttl)
+		if !m.c.clock.Now().Before(h.deadline) {
+			m.log.Info("acquisition confirmed too late to be trusted; releasing it", "token", token,
+				"sent", sent, "deadline", h.deadline)
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cleanupTimeout)
+			defer cancel()
+			if _, err := m.c.update(cctx, r.release(m.c.serverNow())); err != nil && !apierrors.IsConflict(err) {
+				m.log.Info("releasing a late acquisition failed; its TTL frees it", "token", token, "error", err.Error())
+			}
+			return false
+		}
 	}
 	m.mu.Lock()
 	if m.cur != nil {
@@ -427,6 +439,7 @@ func (m *Mutex) startHold(r *record, token int32, sent time.Time) {
 	m.mu.Unlock()
 	m.log.V(1).Info("acquired mutex", "token", token, "ttl", r.ttl)
 	m.startKeeper(h, sent)
+	return true
 }
 
 // lose ends hold h with err unless it already ended.
