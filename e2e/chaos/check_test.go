@@ -1,0 +1,86 @@
+package main
+
+import (
+	"testing"
+	"time"
+)
+
+// The checker must be able to fail: each row breaks one invariant in an
+// otherwise clean history and names the violation it must report.
+func TestCheckCatchesViolations(t *testing.T) {
+	const s = int64(time.Second)
+	ttls := map[string]time.Duration{"m": 3 * time.Second}
+	cs := func(holder string, token, enter, exit int64) record {
+		return record{Kind: "cs", Mutex: "m", Holder: holder, Token: token, Enter: enter, Exit: exit, Pid: int(token)}
+	}
+	write := func(token, rv, stored int64, outcome, value string) record {
+		return record{Kind: "write", Mutex: "m", Token: token, RV: rv, Stored: stored, Outcome: outcome, Value: value}
+	}
+	end := record{Kind: "end", Mutex: "m", Phase: "Unlocked", Value: "b", RV: 11}
+	clean := []record{
+		cs("a", 1, 1*s, 2*s), cs("b", 2, 3*s, 4*s),
+		write(1, 10, 0, "accepted", "a"), write(2, 11, 1, "accepted", "b"),
+		{Kind: "wait", Mutex: "m", Start: 0, End: 5 * s, Timeout: 5 * s, Result: "timeout"},
+		end,
+	}
+	if v := check(clean, ttls); v.total() != 0 {
+		t.Fatalf("clean history: got violations %v, want none", v.violations)
+	}
+	lost := cs("a", 1, 1*s, 4*s)
+	lost.LostAt, lost.Lost = 2*s, true
+	toldLate := cs("a", 1, 1*s, 4*s)
+	toldLate.Lost = true
+	for _, tc := range []struct {
+		name string
+		recs []record
+		want string // "" for no violation
+	}{
+		{"overlap", []record{cs("a", 1, 1*s, 4*s), cs("b", 2, 3*s, 5*s)}, vOverlap},
+		{"overlap after being told", []record{lost, cs("b", 2, 3*s, 5*s)}, ""},
+		{"overlap told only afterwards", []record{toldLate, cs("b", 2, 3*s, 5*s)}, vOverlap},
+		{"paused holder told afterwards", []record{toldLate, cs("b", 2, 3*s, 5*s), {Kind: "fault", Fault: "sigstop", Pid: 1, At: 2 * s, Until: 4 * s}}, ""},
+		{"paused holder never told", []record{cs("a", 1, 1*s, 4*s), cs("b", 2, 3*s, 5*s), {Kind: "fault", Fault: "sigstop", Pid: 1, At: 2 * s, Until: 4 * s}}, vZombieUntold},
+		{"token order", []record{cs("a", 2, 1*s, 2*s), cs("b", 2, 3*s, 4*s)}, vToken},
+		{"stale write accepted", []record{write(1, 12, 2, "accepted", "c")}, vStale},
+		{"write accepted out of token order", []record{write(1, 12, 1, "accepted", "c")}, vStale},
+		{"lost acknowledged write", []record{write(2, 12, 2, "accepted", "c")}, vFinal},
+		{"unknown write applied last", []record{write(2, 12, 2, "unknown", "b2")}, ""},
+		{"timed out early", []record{{Kind: "wait", Start: 0, End: 1 * s, Timeout: 5 * s, Result: "timeout"}}, vWaitBounds},
+		{"still locked", []record{{Kind: "end", Mutex: "m", Phase: "Locked", Value: "b", RV: 11}}, vEnd},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var recs []record
+			for _, r := range clean {
+				keep := true
+				for _, x := range tc.recs {
+					// A row's cs records replace the clean ones, its end
+					// record the clean end.
+					if (x.Kind == "cs" && r.Kind == "cs") || (x.Kind == "end" && r.Kind == "end") {
+						keep = false
+					}
+				}
+				if keep {
+					recs = append(recs, r)
+				}
+			}
+			recs = append(recs, tc.recs...)
+			if tc.name == "unknown write applied last" {
+				for i := range recs {
+					if recs[i].Kind == "end" {
+						recs[i].Value, recs[i].RV = "b2", 12
+					}
+				}
+			}
+			v := check(recs, ttls)
+			if tc.want == "" {
+				if v.total() != 0 {
+					t.Errorf("got violations %v, want none", v.violations)
+				}
+				return
+			}
+			if got := v.counts[tc.want]; got == 0 {
+				t.Errorf("got counts %v, violations %v; want %s", v.counts, v.violations, tc.want)
+			}
+		})
+	}
+}
