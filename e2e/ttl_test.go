@@ -222,3 +222,41 @@ func TestLateAcquisitionIsNotTrusted(t *testing.T) {
 	default:
 	}
 }
+
+// TestLateAcquisitionRetried was found by the chaos checker: a waiter that
+// refuses its own late acquisition then sees that acquisition on its watch
+// (the Lease names it, with the refused token). That is its own record, not
+// another holder's: it must take the mutex again, not answer
+// ErrAlreadyHeld.
+func TestLateAcquisitionRetried(t *testing.T) {
+	t.Parallel()
+	ns := env.Namespace(t)
+	const ttl = time.Second
+	first := newMutex(t, newClient(t, env.Config()), ns, "m", lock.WithHolder("first"), lock.WithTTL(ttl))
+	if err := first.Lock(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	h := &holdFirstUpdate{sent: make(chan struct{}), release: make(chan struct{})}
+	cfg := env.Config()
+	cfg.Wrap(h.wrap)
+	waiting := make(chan struct{})
+	late := newMutex(t, newClient(t, cfg), ns, "m", lock.WithHolder("late"),
+		lock.WithWaitNotify(func(lock.Status) { close(waiting) }))
+	got := make(chan error, 1)
+	go func() { got <- late.Lock(t.Context()) }()
+	<-waiting
+	if err := first.Unlock(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	<-h.sent // late's take-over reached the server; its answer is held
+	// Hold it past the hold's deadline (0.9 TTL): that lateness is the
+	// subject of the test.
+	<-time.After(3 * ttl / 2)
+	close(h.release)
+	if err := <-got; err != nil {
+		t.Fatalf("Lock after refusing its own late acquisition: %v", err)
+	}
+	if tok := late.Token(); tok < 3 {
+		t.Errorf("token: got %d, want a fresh acquisition after the refused one (3 or more)", tok)
+	}
+}

@@ -75,6 +75,11 @@ type Mutex struct {
 	// last is the newest mutex record this handle wrote; the next Lock
 	// tries it first and so needs no read when nobody else used the mutex.
 	last *record
+
+	// refused is the token of an acquisition this Lock call made and
+	// refused because it was confirmed too late (see startHold), -1 if
+	// none. Guarded by op.
+	refused int32
 }
 
 // hold is one acquisition.
@@ -252,8 +257,16 @@ func (m *Mutex) acquire(ctx context.Context, wait bool) error {
 	// stale hint just conflicts. But only a take may rest on it; refusing
 	// or waiting needs the Lease as it is now.
 	r, fromHint := hint, hint != nil
+	// ours: a record that names this holder through an acquisition this
+	// handle no longer claims (a lost hold, or one refused as late). It is
+	// this handle's own stale record, not another holder's, so it may be
+	// taken again, with the same conditional write as any take.
+	m.refused = -1
+	ours := func(r *record) bool {
+		return r.holder == m.holder && (r.token == lost || r.token == m.refused)
+	}
 	for {
-		if fromHint && r != nil && r.held() && !(r.holder == m.holder && r.token == lost) {
+		if fromHint && r != nil && r.held() && !ours(r) {
 			r, fromHint = nil, false
 		}
 		if r == nil {
@@ -270,9 +283,8 @@ func (m *Mutex) acquire(ctx context.Context, wait bool) error {
 			}
 		}
 		seen := a.observe(r)
-		mine := r.holder == m.holder && r.token == lost
 		switch {
-		case !r.held() || mine || m.c.expired(r, seen):
+		case !r.held() || ours(r) || m.c.expired(r, seen):
 			done, next, err := m.take(ctx, r)
 			if done || err != nil {
 				return err
@@ -423,6 +435,7 @@ func (m *Mutex) startHold(ctx context.Context, r *record, token int32, sent time
 		if !m.c.clock.Now().Before(h.deadline) {
 			m.log.Info("acquisition confirmed too late to be trusted; releasing it", "token", token,
 				"sent", sent, "deadline", h.deadline)
+			m.refused = token
 			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cleanupTimeout)
 			defer cancel()
 			if _, err := m.c.update(cctx, r.release(m.c.serverNow())); err != nil && !apierrors.IsConflict(err) {
