@@ -52,6 +52,11 @@
 // whose clock is an hour off therefore neither steals a live lock nor waits
 // forever for a dead one.
 //
+// An acquisition whose confirmation arrives after that safe deadline (a
+// write held up by a stalled network) is not reported as acquired: the
+// TTL may have run out meanwhile. It is released again and Lock decides
+// anew.
+//
 // A holder cannot stop a process that has lost the lock from running on,
 // but it is told: Done closes as soon as the holder can no longer be sure it
 // holds the lock (its renewals failed until shortly before the TTL could
