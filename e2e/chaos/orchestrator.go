@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net/url"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -45,7 +44,7 @@ type orchestrator struct {
 	env    *harness.Env
 	admin  *kubernetes.Clientset
 	locks  *lock.Client
-	proxy  *proxy
+	proxy  *harness.Proxy
 	hist   *history
 	logDir string
 	rng    *rand.Rand
@@ -124,11 +123,7 @@ func (o *orchestrator) run() (code int, err error) {
 	if o.locks, err = lock.NewForConfig(o.env.Config()); err != nil {
 		return 0, err
 	}
-	u, err := url.Parse(o.env.Config().Host)
-	if err != nil {
-		return 0, err
-	}
-	if o.proxy, err = newProxy(u.Host); err != nil {
+	if o.proxy, err = o.env.NewProxy(); err != nil {
 		return 0, err
 	}
 	defer o.proxy.Close()
