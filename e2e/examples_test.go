@@ -349,11 +349,16 @@ func exampleRBACCommands(t *testing.T, kubeconfig, ns string) {
 			r.wantStdout(t, "ran ")
 		})
 	}
-	// Both CronJobs use the mutex daily-job. Held by another run, the
-	// koncli mutex run form fails with 3, the script skips with 0.
-	holder := newMutex(t, admin, ns, "daily-job", lock.WithHolder("other-run"))
-	if err := holder.Lock(t.Context()); err != nil {
-		t.Fatal(err)
+	// Each CronJob form has its own mutex (their TTLs differ). Held by
+	// another run, the koncli mutex run form fails with 3, the script skips
+	// with 0.
+	var holders []*lock.Mutex
+	for _, name := range []string{"daily-job", "daily-job-script"} {
+		holder := newMutex(t, admin, ns, name, lock.WithHolder("other-run"))
+		if err := holder.Lock(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		holders = append(holders, holder)
 	}
 	for _, c := range containers {
 		if !strings.HasPrefix(c.object, "CronJob/") {
@@ -372,13 +377,16 @@ func exampleRBACCommands(t *testing.T, kubeconfig, ns string) {
 			}
 		})
 	}
-	if err := holder.Unlock(t.Context()); err != nil {
-		t.Fatal(err)
+	for _, holder := range holders {
+		if err := holder.Unlock(t.Context()); err != nil {
+			t.Fatal(err)
+		}
 	}
-	// db-migration ran once; daily-job ran once in each form and was held
-	// once by other-run.
+	// db-migration ran once; each daily job ran once and was held once by
+	// other-run.
 	wantExampleUnlocked(t, admin, ns, "db-migration", 1)
-	wantExampleUnlocked(t, admin, ns, "daily-job", 3)
+	wantExampleUnlocked(t, admin, ns, "daily-job", 2)
+	wantExampleUnlocked(t, admin, ns, "daily-job-script", 2)
 }
 
 // TestExampleWorkloads sends every other manifest under examples/ (the Job,

@@ -78,6 +78,28 @@ func (e *LockedError) Is(target error) bool { return target == ErrLocked }
 // Unwrap returns the context error that ended a blocking Lock, if any.
 func (e *LockedError) Unwrap() error { return e.cause }
 
+// LostError reports that a hold ended without its holder's Unlock. It
+// matches ErrLost with errors.Is, and wraps the error that revealed the
+// loss, if any (a Lease that is no longer a mutex, say).
+type LostError struct {
+	Namespace string
+	Name      string
+	// Reason says how it was lost, as a clause: "it was force-unlocked".
+	Reason string
+
+	cause error
+}
+
+func (e *LostError) Error() string {
+	return fmt.Sprintf("lost mutex %s/%s: %s", e.Namespace, e.Name, e.Reason)
+}
+
+// Is makes errors.Is(err, ErrLost) true.
+func (e *LostError) Is(target error) bool { return target == ErrLost }
+
+// Unwrap returns the error that revealed the loss, if any.
+func (e *LostError) Unwrap() error { return e.cause }
+
 // NotHeldError reports an Unlock by a holder that does not hold the mutex.
 // It matches ErrNotHeld with errors.Is, and ErrNotFound too when the mutex
 // does not exist.
@@ -99,18 +121,20 @@ type NotHeldError struct {
 }
 
 func (e *NotHeldError) Error() string {
-	var why string
+	return fmt.Sprintf("mutex %s/%s: holder %q does not hold it (%s), nothing changed", e.Namespace, e.Name, e.Holder, e.why())
+}
+
+// why says what the mutex's state is instead.
+func (e *NotHeldError) why() string {
 	switch {
 	case !e.Exists:
-		why = "it does not exist"
+		return "it does not exist"
 	case e.Current == "":
-		why = "it is unlocked"
+		return "it is unlocked"
 	case e.Reacquired:
-		why = fmt.Sprintf("it was acquired again (token %d)", e.CurrentToken)
-	default:
-		why = fmt.Sprintf("it is held by %q", e.Current)
+		return fmt.Sprintf("it was acquired again (token %d)", e.CurrentToken)
 	}
-	return fmt.Sprintf("mutex %s/%s: holder %q does not hold it (%s), nothing changed", e.Namespace, e.Name, e.Holder, why)
+	return fmt.Sprintf("it is held by %q", e.Current)
 }
 
 // Is makes errors.Is(err, ErrNotHeld) true, and errors.Is(err, ErrNotFound)

@@ -83,8 +83,7 @@ func (m *Mutex) keep(ctx context.Context, h *hold, sent time.Time) {
 			return
 
 		case <-ch(deadline):
-			m.lose(h, fmt.Errorf("mutex %s/%s: no renewal succeeded in time, so after its TTL (%s) another holder may take it over: %w",
-				m.namespace, m.name, ttl.Format(d), ErrLost))
+			m.lose(h, m.lost(nil, "no renewal succeeded in time, so once its TTL (%s) runs out another holder may take it over", ttl.Format(d)))
 			return
 
 		case <-ch(renewal):
@@ -182,7 +181,7 @@ func (m *Mutex) follow(ctx context.Context, token int32, rv string, lost chan<- 
 			switch {
 			case again:
 			case res.deleted:
-				lost <- fmt.Errorf("mutex %s/%s was deleted: %w", m.namespace, m.name, ErrLost)
+				lost <- m.lost(nil, "it was deleted")
 				return
 			case res.lease != nil:
 				if report(decode(res.lease)) {
@@ -213,17 +212,32 @@ func (m *Mutex) follow(ctx context.Context, token int32, rv string, lost chan<- 
 func (m *Mutex) check(token int32, r *record, err error) error {
 	switch {
 	case errors.Is(err, ErrNotFound):
-		return fmt.Errorf("mutex %s/%s was deleted: %w", m.namespace, m.name, ErrLost)
+		return m.lost(nil, "it was deleted")
 	case errors.Is(err, ErrNotMutex):
-		return fmt.Errorf("%w: %w", err, ErrLost)
+		return m.lost(err, "its Lease is no longer a valid mutex (%s)", reasonOf(err))
 	case err != nil:
 		return nil
 	case !r.held():
-		return fmt.Errorf("mutex %s/%s was force-unlocked: %w", m.namespace, m.name, ErrLost)
+		return m.lost(nil, "it was force-unlocked")
 	case r.holder != m.holder || r.token != token:
-		return fmt.Errorf("mutex %s/%s was taken over by %q (token %d): %w", m.namespace, m.name, r.holder, r.token, ErrLost)
+		return m.lost(nil, "it was taken over by %q (token %d)", r.holder, r.token)
 	}
 	return nil
+}
+
+// lost is the *LostError of this mutex; reason is a format for the clause
+// that says how.
+func (m *Mutex) lost(cause error, reason string, args ...any) error {
+	return &LostError{Namespace: m.namespace, Name: m.name, Reason: fmt.Sprintf(reason, args...), cause: cause}
+}
+
+// reasonOf is the Reason of a *NotMutexError, else the error's text.
+func reasonOf(err error) string {
+	var nm *NotMutexError
+	if errors.As(err, &nm) {
+		return nm.Reason
+	}
+	return err.Error()
 }
 
 // renewOnce renews hold h with one conditional write, bounded by the hold's
@@ -242,7 +256,7 @@ func (m *Mutex) renewOnce(ctx context.Context, h *hold) (lost, err error) {
 		case err == nil:
 			r, derr := decode(out)
 			if derr != nil {
-				return fmt.Errorf("%w: %w", derr, ErrLost), nil
+				return m.lost(derr, "its Lease is no longer a valid mutex (%s)", reasonOf(derr)), nil
 			}
 			h.rec = r
 			h.deadline = ttl.HolderDeadline(sent, d)

@@ -16,9 +16,9 @@ import (
 	"github.com/konlease/konlease/ttl"
 )
 
-// DefaultCleanupTimeout bounds the requests that clean up after a call whose
-// own context has ended: the Unlock at the end of With, and the check after a
-// write whose outcome is unknown.
+// DefaultCleanupTimeout bounds the requests that clean up after a Lock whose
+// own context has ended: settling a write whose outcome is unknown, and
+// releasing what it took.
 const DefaultCleanupTimeout = 10 * time.Second
 
 // Option configures a Mutex.
@@ -31,8 +31,26 @@ func WithHolder(holder string) Option { return func(m *Mutex) { m.holder = holde
 
 // WithTTL sets the TTL that Lock gives the mutex when it has to create it.
 // An existing mutex keeps its own TTL: the TTL is a property of the mutex,
-// which all its holders and waiters must agree on.
-func WithTTL(d time.Duration) Option { return func(m *Mutex) { m.createTTL = d } }
+// which all its holders and waiters must agree on. To make a mutex with
+// another TTL an error rather than a silent change of terms, use
+// WithRequiredTTL.
+func WithTTL(d time.Duration) Option { return func(m *Mutex) { m.createTTL, m.requireTTL = d, false } }
+
+// WithRequiredTTL is WithTTL made strict: the mutex must have TTL d (zero:
+// no TTL). Lock creates a missing mutex with d, and refuses an existing one
+// whose TTL differs with an error wrapping ErrTTLConflict, before writing
+// anything: a caller that relies on a crashed holder's lock running out
+// after d must not get a lock that never runs out, nor one that runs out
+// sooner than it thinks.
+func WithRequiredTTL(d time.Duration) Option {
+	return func(m *Mutex) { m.createTTL, m.requireTTL = d, true }
+}
+
+// WithRetryTimeout bounds how long Lock, TryLock and Unlock retry transient
+// failures (the API server unreachable, overloaded or failing) when their
+// context has no deadline, and how long the Unlock at the end of With goes
+// on trying; see DefaultRetryTimeout. With a deadline, they retry until it.
+func WithRetryTimeout(d time.Duration) Option { return func(m *Mutex) { m.retryTimeout = d } }
 
 // WithoutRenewal turns off the background renewal of a TTL mutex: the TTL
 // then counts from the acquisition, and Done closes shortly before it runs
@@ -57,7 +75,9 @@ type Mutex struct {
 	name           string
 	holder         string
 	createTTL      time.Duration
+	requireTTL     bool
 	renew          bool
+	retryTimeout   time.Duration
 	cleanupTimeout time.Duration
 	onWait         func(Status)
 	log            logr.Logger
@@ -75,6 +95,9 @@ type Mutex struct {
 	// last is the newest mutex record this handle wrote; the next Lock
 	// tries it first and so needs no read when nobody else used the mutex.
 	last *record
+	// tookOver is the holder whose expired hold the current hold took
+	// over; empty if the mutex was free.
+	tookOver string
 
 	// refused is the token of an acquisition this Lock call made and
 	// refused because it was confirmed too late (see startHold), -1 if
@@ -102,7 +125,7 @@ func (c *Client) NewMutex(namespace, name string, opts ...Option) (*Mutex, error
 	if err := validateRef(namespace, name); err != nil {
 		return nil, err
 	}
-	m := &Mutex{c: c, namespace: namespace, name: name, renew: true, cleanupTimeout: DefaultCleanupTimeout}
+	m := &Mutex{c: c, namespace: namespace, name: name, renew: true, cleanupTimeout: DefaultCleanupTimeout, retryTimeout: DefaultRetryTimeout}
 	for _, o := range opts {
 		o(m)
 	}
@@ -119,6 +142,9 @@ func (c *Client) NewMutex(namespace, name string, opts ...Option) (*Mutex, error
 	}
 	if m.cleanupTimeout <= 0 {
 		return nil, fmt.Errorf("cleanup timeout %s is not positive: %w", m.cleanupTimeout, ErrInvalid)
+	}
+	if m.retryTimeout <= 0 {
+		return nil, fmt.Errorf("retry timeout %s is not positive: %w", m.retryTimeout, ErrInvalid)
 	}
 	m.log = c.log.WithValues("namespace", namespace, "mutex", name, "holder", m.holder)
 	return m, nil
@@ -195,16 +221,18 @@ func (m *Mutex) Token() int64 {
 }
 
 // Status returns the current hold's acquisition as this handle wrote it
-// (holder, token, lockedAt, TTL, and expiresAt as of the acquisition, which
-// renewals extend), and whether the handle holds the mutex. It makes no
-// request.
+// (holder, token, lockedAt, TTL, expiresAt as of the acquisition, which
+// renewals extend, and TookOverFrom), and whether the handle holds the
+// mutex. It makes no request.
 func (m *Mutex) Status() (Status, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.cur == nil || m.cur.err != nil || m.last == nil {
 		return Status{}, false
 	}
-	return m.last.status(false), true
+	st := m.last.status(false)
+	st.TookOverFrom = m.tookOver
+	return st, true
 }
 
 // Lock acquires the mutex, waiting as long as ctx allows; a context deadline
@@ -216,11 +244,17 @@ func (m *Mutex) Status() (Status, bool) {
 // one watch event, and the waiter takes the mutex with one write. A TTL
 // mutex whose holder stopped renewing is taken over when the TTL has run
 // out (see package ttl for how that is judged without trusting clocks).
+//
+// Transient failures (the API server unreachable, overloaded or failing)
+// are retried with backoff until ctx ends, or, without a deadline, for the
+// retry timeout (WithRetryTimeout); the error then names the last failure
+// rather than ErrLocked.
 func (m *Mutex) Lock(ctx context.Context) error { return m.acquire(ctx, true) }
 
-// TryLock makes one attempt: it acquires the mutex if it is free, and
+// TryLock makes one decision: it acquires the mutex if it is free, and
 // otherwise returns a *LockedError (errors.Is(err, ErrLocked)) that says who
-// holds it and until when.
+// holds it and until when. Transient failures are retried as for Lock, so
+// that a brief outage does not pass for a busy mutex or an error.
 func (m *Mutex) TryLock(ctx context.Context) error { return m.acquire(ctx, false) }
 
 func (m *Mutex) acquire(ctx context.Context, wait bool) error {
@@ -250,7 +284,7 @@ func (m *Mutex) acquire(ctx context.Context, wait bool) error {
 		return err
 	}
 
-	a := &acquirer{m: m, wait: wait}
+	a := &acquirer{m: m, wait: wait, retry: newRetrier(m.c.clock, m.log, m.retryTimeout, "acquiring the mutex")}
 	defer a.stop()
 	// The hint is the record this handle last wrote or read. It saves the
 	// read when nobody else used the mutex meanwhile: a write based on a
@@ -265,6 +299,15 @@ func (m *Mutex) acquire(ctx context.Context, wait bool) error {
 	ours := func(r *record) bool {
 		return r.holder == m.holder && (r.token == lost || r.token == m.refused)
 	}
+	// Every failed step ends here: a transient failure is retried from a
+	// fresh read after a backoff; anything else, or running out of time,
+	// ends the call.
+	retry := func(err error) (again bool, final error) {
+		if a.retry.wait(ctx, err) {
+			return true, nil
+		}
+		return false, a.fail(ctx, err)
+	}
 	for {
 		if fromHint && r != nil && r.held() && !ours(r) {
 			r, fromHint = nil, false
@@ -272,28 +315,70 @@ func (m *Mutex) acquire(ctx context.Context, wait bool) error {
 		if r == nil {
 			var err error
 			if r, err = a.read(ctx); errors.Is(err, ErrNotFound) {
-				done, next, err := m.create(ctx)
-				if done || err != nil {
-					return err
+				a.unknown = nil // whatever that write did, it is gone
+				done, next, err := m.create(ctx, a)
+				if done {
+					return nil
+				}
+				if err != nil {
+					if again, final := retry(err); !again {
+						return final
+					}
 				}
 				r = next
 				continue
 			} else if err != nil {
-				return a.ctxErr(ctx, err)
+				if again, final := retry(err); !again {
+					return final
+				}
+				r = nil
+				continue
 			}
+			a.retry.reset()
+		}
+		if u := a.unknown; u != nil {
+			a.unknown = nil
+			if r.holder == m.holder && r.token == u.token {
+				// The write whose outcome was unknown did take effect.
+				m.log.V(1).Info("acquire succeeded despite an error", "error", u.err.Error())
+				if m.startHold(ctx, r, u.token, u.sent, u.prev) {
+					return nil
+				}
+				r, fromHint = nil, false // refused as late: ours() may retake it
+				continue
+			}
+		}
+		if m.requireTTL && r.ttl != m.createTTL {
+			return fmt.Errorf("mutex %s/%s has TTL %s, not %s as required; nothing changed: %w",
+				m.namespace, m.name, ttlString(r.ttl), ttlString(m.createTTL), ErrTTLConflict)
 		}
 		seen := a.observe(r)
 		switch {
 		case !r.held() || ours(r) || m.c.expired(r, seen):
-			done, next, err := m.take(ctx, r)
-			if done || err != nil {
-				return err
+			var prev string
+			if r.held() && !ours(r) {
+				prev = r.holder
+			}
+			done, next, err := m.take(ctx, a, r, prev)
+			if done {
+				return nil
 			}
 			r, fromHint = next, false
+			if err != nil {
+				if again, final := retry(err); !again {
+					return final
+				}
+				r = nil
+				continue
+			}
+			a.retry.reset()
 			if r == nil && a.watching() {
 				// Conflict: the write that beat ours will arrive on the watch.
 				if r, err = a.next(ctx, nil); err != nil {
-					return a.ctxErr(ctx, err)
+					if again, final := retry(err); !again {
+						return final
+					}
+					r = nil
 				}
 			}
 		case r.holder == m.holder:
@@ -305,7 +390,10 @@ func (m *Mutex) acquire(ctx context.Context, wait bool) error {
 			a.notify(r)
 			next, err := a.next(ctx, r)
 			if err != nil {
-				return a.ctxErr(ctx, err)
+				if again, final := retry(err); !again {
+					return final
+				}
+				next = nil
 			}
 			r = next
 		}
@@ -313,9 +401,10 @@ func (m *Mutex) acquire(ctx context.Context, wait bool) error {
 }
 
 // take tries to acquire the mutex from record r with one conditional
-// write. done: the mutex is ours. next: a newer record to decide on, or nil
-// when it must be read again.
-func (m *Mutex) take(ctx context.Context, r *record) (done bool, next *record, err error) {
+// write; prev is the holder whose expired hold it takes over, if any. done:
+// the mutex is ours. next: a newer record to decide on, or nil when it must
+// be read again.
+func (m *Mutex) take(ctx context.Context, a *acquirer, r *record, prev string) (done bool, next *record, err error) {
 	l, token, err := r.acquire(m.holder, m.c.serverNow())
 	if err != nil {
 		return false, nil, err
@@ -328,19 +417,19 @@ func (m *Mutex) take(ctx context.Context, r *record) (done bool, next *record, e
 		if err != nil {
 			return false, nil, err
 		}
-		return m.startHold(ctx, nr, token, sent), nil, nil
+		return m.startHold(ctx, nr, token, sent, prev), nil, nil
 	case apierrors.IsConflict(err), apierrors.IsNotFound(err):
 		m.log.V(2).Info("acquire lost a race", "reason", apierrors.ReasonForError(err))
 		return false, nil, nil
 	case isDefinite(err):
 		return false, nil, apiError("update", m.namespace, m.name, err)
 	default:
-		return m.resolve(ctx, token, sent, err)
+		return m.resolve(ctx, a, pending{token: token, sent: sent, prev: prev, err: err})
 	}
 }
 
 // create creates the mutex already acquired by this holder (token 1).
-func (m *Mutex) create(ctx context.Context) (done bool, next *record, err error) {
+func (m *Mutex) create(ctx context.Context, a *acquirer) (done bool, next *record, err error) {
 	l := newLease(m.namespace, m.name, m.createTTL)
 	now := m.c.serverNow()
 	l.Spec = leaseSpec(m.holder, m.createTTL, now, now, 1)
@@ -353,7 +442,7 @@ func (m *Mutex) create(ctx context.Context) (done bool, next *record, err error)
 			return false, nil, err
 		}
 		m.log.V(1).Info("created mutex", "ttl", m.createTTL)
-		return m.startHold(ctx, r, 1, sent), nil, nil
+		return m.startHold(ctx, r, 1, sent, ""), nil, nil
 	case apierrors.IsAlreadyExists(err):
 		return false, nil, nil
 	case apierrors.IsForbidden(err):
@@ -362,7 +451,7 @@ func (m *Mutex) create(ctx context.Context) (done bool, next *record, err error)
 	case isDefinite(err):
 		return false, nil, apiError("create", m.namespace, m.name, err)
 	default:
-		return m.resolve(ctx, 1, sent, err)
+		return m.resolve(ctx, a, pending{token: 1, sent: sent, err: err})
 	}
 }
 
@@ -383,33 +472,85 @@ func isDefinite(err error) bool {
 	return true
 }
 
+// pending is an acquiring write whose outcome is unknown.
+type pending struct {
+	token int32
+	sent  time.Time
+	prev  string
+	// err is how the write failed.
+	err error
+}
+
 // resolve settles a write whose outcome is unknown by reading the Lease
-// back. If the write took effect and the caller has given up, the lock is
-// released again, so that a cancelled Lock never leaves a lock behind.
-func (m *Mutex) resolve(ctx context.Context, token int32, sent time.Time, werr error) (bool, *record, error) {
+// back. If the read fails too, the write stays pending (a.unknown): the
+// acquire loop settles it with its next successful read, or, if it gives
+// up first, abandon releases what the write may have taken. If the write
+// took effect and the caller has given up, the lock is released again, so
+// that a cancelled Lock never leaves a lock behind.
+func (m *Mutex) resolve(ctx context.Context, a *acquirer, p pending) (bool, *record, error) {
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cleanupTimeout)
 	defer cancel()
 	r, err := m.c.get(cctx, m.namespace, m.name)
 	if errors.Is(err, ErrNotFound) {
-		return false, nil, m.giveUp(ctx, werr)
+		return false, nil, m.giveUp(ctx, p.err)
 	}
 	if err != nil {
-		return false, nil, fmt.Errorf("mutex %s/%s: acquiring failed (%w) and reading it back failed too, so this holder (%q) may hold it: %w",
-			m.namespace, m.name, werr, m.holder, err)
+		a.unknown = &p
+		return false, nil, errors.Join(p.err, err)
 	}
-	if r.holder != m.holder || r.token != token {
-		return false, r, m.giveUp(ctx, werr)
+	if r.holder != m.holder || r.token != p.token {
+		return false, r, m.giveUp(ctx, p.err)
 	}
 	if ctx.Err() == nil {
-		m.log.V(1).Info("acquire succeeded despite an error", "error", werr.Error())
-		return m.startHold(ctx, r, token, sent), nil, nil
+		m.log.V(1).Info("acquire succeeded despite an error", "error", p.err.Error())
+		return m.startHold(ctx, r, p.token, p.sent, p.prev), nil, nil
 	}
-	if _, err := m.c.update(cctx, r.release(m.c.serverNow())); err != nil && !apierrors.IsConflict(err) {
-		return false, nil, fmt.Errorf("mutex %s/%s: Lock was cancelled after acquiring, and releasing it failed, so holder %q may hold it: %w",
-			m.namespace, m.name, m.holder, err)
+	a.unknown = &p
+	if err := m.abandon(ctx, a); err != nil {
+		return false, nil, err
 	}
-	m.log.V(1).Info("released a lock acquired after cancellation")
 	return false, nil, ctx.Err()
+}
+
+// abandon runs when Lock gives up while an acquiring write of its own
+// (a.unknown) may have taken effect unseen: it reads the Lease back,
+// retrying transient failures within the cleanup timeout, and releases the
+// mutex if that write took it, so that a failed Lock leaves nothing
+// locked. Every write is conditional: it never releases another holder's
+// lock.
+func (m *Mutex) abandon(ctx context.Context, a *acquirer) error {
+	p := a.unknown
+	if p == nil {
+		return nil
+	}
+	a.unknown = nil
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cleanupTimeout)
+	defer cancel()
+	rt := newRetrier(m.c.clock, m.log, m.cleanupTimeout, "releasing an acquisition made while giving up")
+	for {
+		r, err := m.c.get(cctx, m.namespace, m.name)
+		if errors.Is(err, ErrNotFound) {
+			return nil
+		}
+		if err == nil {
+			if r.holder != m.holder || r.token != p.token {
+				return nil // that write did not take, or someone came after it
+			}
+			_, err = m.c.update(cctx, r.release(m.c.serverNow()))
+			if err == nil {
+				m.log.V(1).Info("released a lock acquired while giving up", "token", p.token)
+				return nil
+			}
+			if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
+				continue // changed since it was read: look again
+			}
+		}
+		if rt.wait(cctx, err) {
+			continue
+		}
+		return fmt.Errorf("mutex %s/%s: acquiring failed (%w), and settling whether it took effect failed too, so holder %q may hold it until it is unlocked or its TTL runs out: %w",
+			m.namespace, m.name, p.err, m.holder, err)
+	}
 }
 
 // giveUp returns werr if the caller's context has ended (the loop must
@@ -422,13 +563,13 @@ func (m *Mutex) giveUp(ctx context.Context, werr error) error {
 	return nil
 }
 
-// startHold records a new hold, acquired by a write sent at sent, and
-// starts its keeper. It refuses (false) a TTL hold whose deadline has
+// startHold records a new hold, acquired by a write sent at sent (taking
+// it over from prev, if not empty), and starts its keeper. It refuses (false) a TTL hold whose deadline has
 // already passed: the confirmation came so late that the TTL may have run
 // out meanwhile and another holder taken over, so reporting it acquired
 // could put two holders in the critical section. The record is released
 // again, conditionally, so that it never clears another holder's.
-func (m *Mutex) startHold(ctx context.Context, r *record, token int32, sent time.Time) bool {
+func (m *Mutex) startHold(ctx context.Context, r *record, token int32, sent time.Time, prev string) bool {
 	h := &hold{token: token, done: make(chan struct{}), rec: r}
 	if r.ttl > 0 {
 		h.deadline = ttl.HolderDeadline(sent, r.ttl)
@@ -448,9 +589,13 @@ func (m *Mutex) startHold(ctx context.Context, r *record, token int32, sent time
 	if m.cur != nil {
 		m.prev = m.cur
 	}
-	m.cur, m.last = h, r
+	m.cur, m.last, m.tookOver = h, r, prev
 	m.mu.Unlock()
-	m.log.V(1).Info("acquired mutex", "token", token, "ttl", r.ttl)
+	if prev != "" {
+		m.log.V(1).Info("acquired mutex, taking it over from a holder whose TTL had run out", "token", token, "ttl", r.ttl, "previous", prev)
+	} else {
+		m.log.V(1).Info("acquired mutex", "token", token, "ttl", r.ttl)
+	}
 	m.startKeeper(h, sent)
 	return true
 }
@@ -490,15 +635,42 @@ func (m *Mutex) end(h *hold, last *record) {
 // did not lock it, if the Lease names this handle's holder identity (how
 // the CLI's unlock command works). It never releases a lock that someone
 // else acquired in the meantime: it then returns an error wrapping
-// ErrNotHeld and changes nothing.
+// ErrNotHeld and changes nothing. Transient failures are retried as for
+// Lock; while they last, a held lock goes on being renewed.
 func (m *Mutex) Unlock(ctx context.Context) error {
+	_, err := m.UnlockStatus(ctx)
+	return err
+}
+
+// UnlockStatus is Unlock, and returns the mutex as it was just before the
+// release. Its Phase is PhaseExpired when the holder's TTL had run out
+// (ExpiresAt says when): nobody took the mutex over, but someone could
+// have, so work done since then was not protected.
+func (m *Mutex) UnlockStatus(ctx context.Context) (Status, error) {
 	m.op.Lock()
 	defer m.op.Unlock()
 	m.mu.Lock()
 	h := m.cur
 	m.mu.Unlock()
 
+	rt := newRetrier(m.c.clock, m.log, m.retryTimeout, "unlocking the mutex")
+	// released is the token of a release whose outcome is unknown: if the
+	// Lease then shows that acquisition released, it was this one.
+	var released int32 = -1
+	for {
+		st, err := m.unlockOnce(ctx, h, &released)
+		if err == nil || !rt.wait(ctx, err) {
+			return st, err
+		}
+	}
+}
+
+// unlockOnce makes one attempt at Unlock (re-reading after conflicts). On a
+// failure that leaves hold h held, its keeper runs again until the next
+// attempt.
+func (m *Mutex) unlockOnce(ctx context.Context, h *hold, released *int32) (Status, error) {
 	var r *record
+	seen := m.c.clock.Now()
 	if h != nil {
 		h.cancel()
 		<-h.stopped
@@ -507,15 +679,22 @@ func (m *Mutex) Unlock(ctx context.Context) error {
 	for {
 		if r == nil {
 			var err error
+			seen = m.c.clock.Now()
 			if r, err = m.c.get(ctx, m.namespace, m.name); errors.Is(err, ErrNotFound) {
-				return m.notHeld(h, nil)
+				return Status{}, m.notHeld(h, nil)
 			} else if err != nil {
-				return m.unlockFailed(h, err)
+				return Status{}, m.unlockFailed(h, err)
 			}
 		}
-		if !r.held() || r.holder != m.holder || (h != nil && r.token != h.token) {
-			return m.notHeld(h, r)
+		if !r.held() && r.token == *released {
+			// An earlier attempt's release took effect after all.
+			m.finishUnlock(h, r)
+			return r.status(false), nil
 		}
+		if !r.held() || r.holder != m.holder || (h != nil && r.token != h.token) {
+			return Status{}, m.notHeld(h, r)
+		}
+		before := r.status(m.c.expired(r, seen))
 		out, err := m.c.update(ctx, r.release(m.c.serverNow()))
 		switch {
 		case err == nil:
@@ -523,21 +702,30 @@ func (m *Mutex) Unlock(ctx context.Context) error {
 			if derr != nil {
 				nr = nil
 			}
-			if h != nil {
-				m.end(h, nr)
-			} else {
-				m.mu.Lock()
-				m.last = nr
-				m.mu.Unlock()
-			}
-			m.log.V(1).Info("released mutex", "token", r.token)
-			return nil
+			m.finishUnlock(h, nr)
+			m.log.V(1).Info("released mutex", "token", r.token, "expired", before.Phase == PhaseExpired)
+			return before, nil
 		case apierrors.IsConflict(err), apierrors.IsNotFound(err):
 			r = nil // changed since we read it: read and check again
 		default:
-			return m.unlockFailed(h, apiError("update", m.namespace, m.name, err))
+			if !isDefinite(err) {
+				*released = r.token
+			}
+			return Status{}, m.unlockFailed(h, apiError("update", m.namespace, m.name, err))
 		}
 	}
+}
+
+// finishUnlock ends hold h (if any) after a release; last is the released
+// record, the next Lock's hint.
+func (m *Mutex) finishUnlock(h *hold, last *record) {
+	if h != nil {
+		m.end(h, last)
+		return
+	}
+	m.mu.Lock()
+	m.last = last
+	m.mu.Unlock()
 }
 
 // notHeld ends h (if any) and explains why Unlock did nothing; r is the
@@ -550,7 +738,7 @@ func (m *Mutex) notHeld(h *hold, r *record) error {
 	}
 	var err error = e
 	if h != nil {
-		m.lose(h, fmt.Errorf("mutex %s/%s: %s: %w", m.namespace, m.name, e.Error(), ErrLost))
+		m.lose(h, m.lost(e, "this holder no longer holds it: %s", e.why()))
 		m.end(h, r)
 		err = errors.Join(err, h.err)
 	} else {
@@ -572,8 +760,11 @@ func (m *Mutex) unlockFailed(h *hold, err error) error {
 
 // With runs fn while holding the mutex: it locks (waiting as ctx allows),
 // calls fn with a context that is cancelled if the lock is lost, and always
-// unlocks afterwards, with a fresh context bounded by the cleanup timeout,
-// also when ctx has ended or fn panicked (the panic then continues). If the
+// unlocks afterwards, with a fresh context, also when ctx has ended or fn
+// panicked (the panic then continues). That Unlock retries transient
+// failures for the retry timeout (DefaultRetryTimeout, 30s), so that an API
+// server that is away for a few seconds as fn returns does not leave the
+// mutex locked. If the
 // lock was lost while fn ran, the error wraps ErrLost even if fn succeeded:
 // fn's work may have overlapped another holder's.
 func (m *Mutex) With(ctx context.Context, fn func(ctx context.Context) error) (err error) {
@@ -594,7 +785,9 @@ func (m *Mutex) With(ctx context.Context, fn func(ctx context.Context) error) (e
 		close(stop)
 		lostErr := m.Err()
 		cancel(nil)
-		uctx, ucancel := context.WithTimeout(context.WithoutCancel(ctx), m.cleanupTimeout)
+		// The section is over: a short outage must not leave it locked, so
+		// the unlock goes on retrying for the retry timeout.
+		uctx, ucancel := context.WithTimeout(context.WithoutCancel(ctx), max(m.cleanupTimeout, m.retryTimeout))
 		defer ucancel()
 		uerr := m.Unlock(uctx)
 		if p := recover(); p != nil {

@@ -79,6 +79,10 @@ type Status struct {
 	Token int64
 	// ResourceVersion of the Lease the status was read from.
 	ResourceVersion string
+	// TookOverFrom is set only by Mutex.Status: the holder whose hold this
+	// acquisition took over because its TTL had run out; empty when the
+	// mutex was free.
+	TookOverFrom string
 }
 
 // record is a mutex Lease, decoded.

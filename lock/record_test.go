@@ -201,6 +201,8 @@ func TestOptionsValidated(t *testing.T) {
 	}{
 		{"ttl below minimum", []Option{WithTTL(time.Millisecond)}, "1ms"},
 		{"cleanup timeout", []Option{WithCleanupTimeout(-time.Second)}, "cleanup timeout"},
+		{"required ttl above maximum", []Option{WithRequiredTTL(10 * 365 * 24 * time.Hour)}, "87600h"},
+		{"retry timeout", []Option{WithRetryTimeout(0)}, "retry timeout"},
 		{"holder", []Option{WithHolder("a\tb")}, "control character"},
 	} {
 		if _, err := c.NewMutex("ns", "m", tc.opts...); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tc.want) {

@@ -172,6 +172,11 @@ type acquirer struct {
 	// lastHeld is the last record seen held by someone else.
 	lastHeld *record
 	notified string
+	// retry paces retries after transient failures.
+	retry *retrier
+	// unknown is an acquiring write of this call whose outcome is not
+	// known yet; nil if none.
+	unknown *pending
 }
 
 // observe notes that r was seen now and returns when its version was first
@@ -207,6 +212,25 @@ func (a *acquirer) notify(r *record) {
 	}
 	a.notified = r.holder
 	a.m.onWait(r.status(false))
+}
+
+// fail ends a Lock call with err. It first releases what a write of this
+// call whose outcome is unknown may have taken. A call that ran out of time
+// while the API server was failing reports that failure, not ErrLocked:
+// nobody may hold the mutex at all.
+func (a *acquirer) fail(ctx context.Context, err error) error {
+	cleanup := a.m.abandon(ctx, a)
+	switch {
+	case a.retry.failing():
+		err = fmt.Errorf("mutex %s/%s: gave up retrying after %s of failures: %w",
+			a.m.namespace, a.m.name, a.m.c.clock.Since(a.retry.since).Round(time.Millisecond), a.retry.last)
+	default:
+		err = a.ctxErr(ctx, err)
+	}
+	if cleanup != nil {
+		return errors.Join(err, cleanup)
+	}
+	return err
 }
 
 // ctxErr turns an error that came from ctx ending into the *LockedError

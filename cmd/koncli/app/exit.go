@@ -29,11 +29,16 @@ const (
 	// flag, wrong arguments, invalid name, duration or TTL.
 	ExitUsage = 2
 	// ExitNotAcquired: the mutex is held by someone else and the wait
-	// allowed by --timeout ended (or was a single attempt), or this holder
-	// identity holds it already.
+	// allowed by --timeout ended (or was a single attempt). lock and run
+	// take another code with --conflict-exit-code.
 	ExitNotAcquired = 3
 	// ExitLost: the lock was lost while run's command ran.
 	ExitLost = 4
+	// ExitAlreadyHeld: this holder identity holds the mutex already
+	// (through another process, or an earlier lock); locking again would
+	// deadlock, so nothing was done. A script that re-runs after a crash
+	// tells it from "someone else holds it" by this code.
+	ExitAlreadyHeld = 5
 	// ExitCannotExecute: run's command exists but could not be executed.
 	ExitCannotExecute = 126
 	// ExitCommandNotFound: run's command was not found.
@@ -54,8 +59,11 @@ const exitStatusHelp = `Exit status:
          name, holder, duration or TTL; refused before contacting the
          server
   3      not acquired: the mutex is held by another holder and --timeout
-         ran out (or was 0), or this holder identity holds it already
+         ran out (or was 0); lock, run: --conflict-exit-code picks
+         another code
   4      run: the lock was lost while CMD ran; CMD was stopped
+  5      not acquired: this holder identity holds the mutex already
+         (locking again would deadlock); nothing changed
   126    run: CMD could not be executed
   127    run: CMD was not found
   128+n  run: CMD was killed by signal n; lock, run: koncli was
@@ -66,14 +74,17 @@ const exitStatusHelp = `Exit status:
 // ExitCode maps a command's error to koncli's exit code.
 func ExitCode(err error) int {
 	var (
-		child   *cmdutil.ChildExitError
-		execErr *cmdutil.ExecError
-		sig     *cmdutil.SignalError
-		runtime *cmdutil.RuntimeError
+		explicit *cmdutil.ExitCodeError
+		child    *cmdutil.ChildExitError
+		execErr  *cmdutil.ExecError
+		sig      *cmdutil.SignalError
+		runtime  *cmdutil.RuntimeError
 	)
 	switch {
 	case err == nil:
 		return ExitOK
+	case errors.As(err, &explicit):
+		return explicit.Code
 	case errors.As(err, &child):
 		if child.Signal != 0 {
 			return ExitSignalBase + int(child.Signal)
@@ -98,7 +109,9 @@ func ExitCode(err error) int {
 	case errors.Is(err, lock.ErrInvalid):
 		// The library refused an argument before sending anything.
 		return ExitUsage
-	case errors.Is(err, lock.ErrLocked), errors.Is(err, lock.ErrAlreadyHeld):
+	case errors.Is(err, lock.ErrAlreadyHeld):
+		return ExitAlreadyHeld
+	case errors.Is(err, lock.ErrLocked):
 		return ExitNotAcquired
 	}
 	return ExitError

@@ -66,6 +66,9 @@ func run(ctx context.Context, argv []string, streams genericiooptions.IOStreams,
 	}
 	code := ExitCode(err)
 	switch code {
+	case ExitOK:
+		// --conflict-exit-code 0: a busy mutex is not an error, but say so.
+		fmt.Fprintf(streams.ErrOut, "%s\n", Message(err, f.Host()))
 	case ExitUsage:
 		path := root.CommandPath()
 		if cmd != nil {

@@ -212,7 +212,7 @@ func TestCommandsOnFakeClientset(t *testing.T) {
 		{[]string{"mutex", "create", "m", "--ttl", "1m"}, 1, "", "pass --update"},
 		{[]string{"mutex", "lock", "m", "--holder", "w1", "--timeout", "0"}, 0, "KONLEASE_MUTEX=unit/m\nKONLEASE_HOLDER=w1\nKONLEASE_TOKEN=1\n", `locked mutex unit/m as "w1" (token 1)`},
 		{[]string{"mutex", "lock", "m", "--holder", "w2", "--timeout", "0"}, 3, "", `not acquired in a single attempt (--timeout 0): mutex unit/m is locked by "w1"`},
-		{[]string{"mutex", "lock", "m", "--holder", "w1", "--timeout", "0"}, 3, "", "already held"},
+		{[]string{"mutex", "lock", "m", "--holder", "w1", "--timeout", "0"}, 5, "", "holds it already"},
 		{[]string{"mutex", "create", "m", "--ttl", "1m", "--update"}, 1, "", "unlock it first"},
 		{[]string{"mutex", "delete", "m"}, 1, "", "refusing to delete a locked mutex"},
 		{[]string{"mutex", "get", "m", "-o", "json"}, 0, `"holder": "w1"`, ""},

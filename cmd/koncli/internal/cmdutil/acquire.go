@@ -92,9 +92,36 @@ func Acquire(ctx context.Context, log logr.Logger, c *lock.Client, namespace, na
 		return nil, &MessageError{Msg: msg, Err: err}
 	}
 	if errors.Is(err, lock.ErrAlreadyHeld) {
-		return nil, &MessageError{Msg: fmt.Sprintf("not acquired: %v (locking again would deadlock; give each concurrent locker its own --holder)", err), Err: err}
+		return nil, &MessageError{Msg: fmt.Sprintf("not acquired, because this holder identity holds it already: %v; locking again would deadlock: unlock it first, or give each concurrent locker its own --holder", err), Err: err}
+	}
+	if errors.Is(err, lock.ErrTTLConflict) {
+		return nil, &MessageError{Msg: fmt.Sprintf("not acquired: %v; lock it without --ttl to take it with its own TTL, or change its TTL while it is unlocked: koncli mutex create %s --ttl D --update", err, name), Err: err}
 	}
 	return nil, err
+}
+
+// DefaultConflictExitCode is the exit status of lock and run when the mutex
+// is held by someone else, unless --conflict-exit-code says otherwise.
+const DefaultConflictExitCode = 3
+
+// ConflictExit gives a "not acquired: held by someone else" error the exit
+// status code (--conflict-exit-code); every other error is returned as it
+// is.
+func ConflictExit(err error, code int) error {
+	var se *SignalError
+	if err == nil || !errors.Is(err, lock.ErrLocked) || errors.As(err, &se) {
+		return err
+	}
+	return &ExitCodeError{Code: code, Err: err}
+}
+
+// ParseConflictExitCode checks --conflict-exit-code: an exit status, 0 to
+// 255.
+func ParseConflictExitCode(code int) error {
+	if code < 0 || code > 255 {
+		return Usagef("invalid --conflict-exit-code %d: an exit status is 0 to 255", code)
+	}
+	return nil
 }
 
 // lockedText describes a LockedError without the context error it wraps.

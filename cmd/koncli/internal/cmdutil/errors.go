@@ -43,6 +43,17 @@ type RuntimeError struct{ Err error }
 func (e *RuntimeError) Error() string { return e.Err.Error() }
 func (e *RuntimeError) Unwrap() error { return e.Err }
 
+// ExitCodeError ends koncli with exactly Code; Err says why (and keeps its
+// chain for errors.Is). It is how --conflict-exit-code replaces the "not
+// acquired" code.
+type ExitCodeError struct {
+	Code int
+	Err  error
+}
+
+func (e *ExitCodeError) Error() string { return e.Err.Error() }
+func (e *ExitCodeError) Unwrap() error { return e.Err }
+
 // SignalError says that koncli itself was stopped by a signal (SIGINT,
 // SIGTERM) before it finished; it exits as a shell reports a process killed
 // by that signal.

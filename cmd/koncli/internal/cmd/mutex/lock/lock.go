@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"strconv"
-	"strings"
 
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
@@ -16,16 +15,17 @@ import (
 )
 
 type flagpole struct {
-	holder  string
-	timeout string
-	ttl     string
+	holder       string
+	timeout      string
+	ttl          string
+	conflictCode int
 }
 
 // NewCommand returns the lock command.
 func NewCommand(streams genericiooptions.IOStreams, f *cmdutil.Factory) *cobra.Command {
 	flags := &flagpole{}
 	cmd := &cobra.Command{
-		Use:   "lock NAME [--holder H] [--timeout D] [--ttl D]",
+		Use:   "lock NAME [--holder H] [--timeout D] [--ttl D] [--conflict-exit-code N]",
 		Short: "Acquire a mutex and exit, leaving it locked",
 		Long: `Acquire the mutex NAME for the holder identity --holder (default: the host
 name, which in a pod is the pod's name) and exit, leaving it locked until
@@ -40,10 +40,21 @@ stderr whom it waits for and until when that holder's TTL runs, and again
 whenever the holder changes. A wait that ends by timeout or signal leaves
 nothing locked.
 
-If the mutex does not exist, lock creates it, locked, with the TTL --ttl
-(default: none). An existing mutex keeps its own TTL.
+If the API server cannot be reached, or answers that it is overloaded or
+failing (connection refused or reset, timeouts, 429, 5xx), lock retries
+with backoff: until --timeout runs out, or, without --timeout and with
+--timeout 0, for 30 seconds without a single success. Then it fails with
+status 1, naming the failure, and nothing is locked.
 
-A holder identity that already holds the mutex gets exit status 3 at once:
+--ttl is the TTL the mutex must have. A missing mutex is created, locked,
+with it; an existing mutex with another TTL (or none) is refused with
+status 1 and nothing changes, because a lock that runs out sooner, or
+never, than the script expects is worse than no lock. Without --ttl, lock
+takes the mutex with whatever TTL it has (a missing one is created
+without TTL). The TTL of an unlocked mutex is changed with
+'koncli mutex create NAME --ttl D --update'.
+
+A holder identity that already holds the mutex gets exit status 5 at once:
 locking again would deadlock. Give concurrent lockers different identities.
 
 To run a command under the mutex, prefer 'koncli mutex run': it renews a
@@ -61,14 +72,23 @@ acquisition of the mutex). The holder is single-quoted for the shell when
 it contains anything but letters, digits and ._-:@/+,=. Messages go to
 stderr.
 
+Keep the output in a variable and check the status before evaluating it:
+when the mutex is not acquired stdout is empty, and 'eval ""' succeeds, so
+'eval "$(koncli mutex lock NAME)"' walks into the critical section even
+under 'set -e'. Write instead:
+
+  vars=$(koncli mutex lock NAME) || exit
+  eval "$vars"
+
 Exit status:
   0    acquired
   1    error: the Lease is not a mutex, RBAC refused, the API server could
        not be reached, ...
-  2    usage error: invalid NAME, --holder, --timeout or --ttl; nothing was
-       sent
+  2    usage error: invalid NAME, --holder, --timeout, --ttl or
+       --conflict-exit-code; nothing was sent
   3    not acquired: another holder holds it and --timeout ran out (or was
-       0), or this holder identity holds it already
+       0); --conflict-exit-code N makes this N
+  5    not acquired: this holder identity holds it already
   129  interrupted by SIGHUP while waiting; nothing was locked
   130  interrupted by SIGINT while waiting; nothing was locked
   143  interrupted by SIGTERM while waiting; nothing was locked`,
@@ -89,8 +109,9 @@ Exit status:
       echo "Job already running, skipping"
   fi
 
-  # Keep the fencing token
-  eval "$(koncli mutex lock critical-section --holder worker-1)"
+  # Keep the fencing token; the status is checked before the eval
+  vars=$(koncli mutex lock critical-section --holder worker-1) || exit
+  eval "$vars"
   echo "locked with token $KONLEASE_TOKEN"`,
 		Args:              cmdutil.ExactArgs("NAME"),
 		ValidArgsFunction: cmdutil.CompleteMutexNames(f),
@@ -100,7 +121,8 @@ Exit status:
 	}
 	cmd.Flags().StringVar(&flags.holder, "holder", "", "holder identity (default: the host name; in a pod, the pod name)")
 	cmd.Flags().StringVar(&flags.timeout, "timeout", "", `how long to wait, a Go duration ("30s"); 0: one attempt; default: wait until acquired`)
-	cmd.Flags().StringVar(&flags.ttl, "ttl", "", `TTL to create the mutex with if it does not exist, from 1s to 8760h; default: no TTL`)
+	cmd.Flags().StringVar(&flags.ttl, "ttl", "", `the TTL the mutex must have, from 1s to 8760h: a missing mutex is created with it, one with another TTL is refused; default: the mutex's own TTL`)
+	cmd.Flags().IntVarP(&flags.conflictCode, "conflict-exit-code", "E", cmdutil.DefaultConflictExitCode, "exit status when another holder holds the mutex (0 to 255)")
 	return cmd
 }
 
@@ -116,6 +138,9 @@ func runE(cmd *cobra.Command, streams genericiooptions.IOStreams, f *cmdutil.Fac
 	if err != nil {
 		return err
 	}
+	if err := cmdutil.ParseConflictExitCode(flags.conflictCode); err != nil {
+		return err
+	}
 	// The process exits right after locking, so nobody is left to renew:
 	// a TTL counts from the acquisition.
 	opts := []lock.Option{lock.WithHolder(holder), lock.WithoutRenewal()}
@@ -124,7 +149,7 @@ func runE(cmd *cobra.Command, streams genericiooptions.IOStreams, f *cmdutil.Fac
 		if err != nil {
 			return err
 		}
-		opts = append(opts, lock.WithTTL(d))
+		opts = append(opts, lock.WithRequiredTTL(d))
 	}
 	ns, c, err := f.Target()
 	if err != nil {
@@ -135,7 +160,7 @@ func runE(cmd *cobra.Command, streams genericiooptions.IOStreams, f *cmdutil.Fac
 	log := f.Logger()
 	m, err := cmdutil.Acquire(ctx, log, c, ns, name, wait, opts...)
 	if err != nil {
-		return err
+		return cmdutil.ConflictExit(err, flags.conflictCode)
 	}
 	token := m.Token()
 	if token == 0 {
@@ -149,8 +174,13 @@ func runE(cmd *cobra.Command, streams genericiooptions.IOStreams, f *cmdutil.Fac
 		log.Error(err, "writing the acquisition to stdout failed; the mutex is locked", "mutex", cmdutil.Ref(ns, name), "holder", holder, "token", token)
 	}
 	msg := fmt.Sprintf("locked mutex %s as %q (token %d)", cmdutil.Ref(ns, name), holder, token)
-	if st, held := m.Status(); held && st.TTL > 0 {
-		msg += fmt.Sprintf("; TTL %s: it expires at %s unless unlocked before", ttl.Format(st.TTL), cmdutil.FormatTime(st.ExpiresAt))
+	if st, held := m.Status(); held {
+		if st.TookOverFrom != "" {
+			msg += fmt.Sprintf(", taking it over from %q, whose TTL had run out", st.TookOverFrom)
+		}
+		if st.TTL > 0 {
+			msg += fmt.Sprintf("; TTL %s: it expires at %s unless unlocked before", ttl.Format(st.TTL), cmdutil.FormatTime(st.ExpiresAt))
+		}
 	}
 	log.Info(msg)
 	return nil
@@ -159,18 +189,6 @@ func runE(cmd *cobra.Command, streams genericiooptions.IOStreams, f *cmdutil.Fac
 // WriteAcquired prints an acquisition as shell assignments, one per line.
 func WriteAcquired(w io.Writer, namespace, name, holder string, token int64) error {
 	_, err := fmt.Fprintf(w, "KONLEASE_MUTEX=%s\nKONLEASE_HOLDER=%s\nKONLEASE_TOKEN=%s\n",
-		cmdutil.Ref(namespace, name), ShellQuote(holder), strconv.FormatInt(token, 10))
+		cmdutil.Ref(namespace, name), cmdutil.ShellQuote(holder), strconv.FormatInt(token, 10))
 	return err
-}
-
-// ShellQuote returns s unchanged if a POSIX shell reads it as one word
-// without expansion, else single-quoted.
-func ShellQuote(s string) string {
-	safe := s != "" && strings.IndexFunc(s, func(r rune) bool {
-		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("._-:@/+,=", r))
-	}) < 0
-	if safe {
-		return s
-	}
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

@@ -7,21 +7,6 @@ import (
 	"testing"
 )
 
-func TestShellQuote(t *testing.T) {
-	for in, want := range map[string]string{
-		"worker-1":        "worker-1",
-		"pod.ns:1@x/y+z=": "pod.ns:1@x/y+z=",
-		"two words":       "'two words'",
-		"it's":            `'it'\''s'`,
-		"$HOME":           "'$HOME'",
-		"":                "''",
-	} {
-		if got := ShellQuote(in); got != want {
-			t.Errorf("ShellQuote(%q) = %s, want %s", in, got, want)
-		}
-	}
-}
-
 // TestWriteAcquiredEvaluates checks the promise of the help text: a shell
 // that evaluates the output gets the values back exactly.
 func TestWriteAcquiredEvaluates(t *testing.T) {

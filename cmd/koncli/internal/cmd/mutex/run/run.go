@@ -38,17 +38,18 @@ const (
 const DefaultGracePeriod = 10 * time.Second
 
 type flagpole struct {
-	holder  string
-	timeout string
-	ttl     string
-	grace   string
+	holder       string
+	timeout      string
+	ttl          string
+	grace        string
+	conflictCode int
 }
 
 // NewCommand returns the run command.
 func NewCommand(streams genericiooptions.IOStreams, f *cmdutil.Factory) *cobra.Command {
 	flags := &flagpole{}
 	cmd := &cobra.Command{
-		Use:   "run NAME [--holder H] [--timeout D] [--ttl D] [--grace-period D] [flags] -- CMD [ARGS...]",
+		Use:   "run NAME [--holder H] [--timeout D] [--ttl D] [--grace-period D] [--conflict-exit-code N] [flags] -- CMD [ARGS...]",
 		Short: "Run a command while holding a mutex",
 		Long: `Acquire the mutex NAME, run CMD with its arguments while holding it, and
 unlock it when CMD exits, however it exits. This is the safe way to run a
@@ -56,9 +57,20 @@ critical section from a shell, a Job or a CronJob.
 
 Acquiring works as for 'koncli mutex lock': without --timeout run waits until
 the mutex is free; --timeout 0 makes one attempt; --timeout 30s waits up to
-30 seconds; a missing mutex is created with --ttl. While it waits longer
-than a second it says on stderr whom it waits for. If the mutex is not
-acquired, CMD is not run.
+30 seconds. --ttl is the TTL the mutex must have: a missing mutex is created
+with it, and one with another TTL (or none) is refused with status 1,
+running nothing; without --ttl the mutex's own TTL applies. While it waits
+longer than a second it says on stderr whom it waits for. If the mutex is
+not acquired, CMD is not run.
+
+A short outage of the API server does not fail the run. Transient failures
+(connection refused or reset, timeouts, 429, 5xx) are retried with backoff:
+while acquiring, until --timeout runs out, or for 30 seconds without a
+single success when there is no --timeout or it is 0; when CMD has
+finished, the unlock is retried for 30 seconds (or --grace-period, if
+longer) before run gives up, reports status 1 and leaves the mutex to its
+TTL or to 'koncli mutex unlock'. While the unlock is retried, a TTL is still
+renewed.
 
 The default holder identity is the host name (in a pod, the pod's name),
 koncli's process id and a random suffix, so that several runs on one host
@@ -90,6 +102,14 @@ the mutex, or renewals failed until the TTL would run out), CMD gets
 SIGTERM, then SIGKILL after --grace-period, and koncli exits with status 4:
 CMD's work may have overlapped another holder's.
 
+Telling koncli's own outcomes from CMD's: koncli's codes 1 to 5 can also be
+CMD's own. Before CMD runs, koncli's failures come with a line "error: ..."
+on stderr, and CMD has not run; choose a code CMD never uses for "held by
+someone else" with --conflict-exit-code (-E, as flock(1) has it), e.g. -E 75
+(EX_TEMPFAIL), or 0 to treat a busy mutex as nothing to do. Status 4 and an
+unlock failure after CMD come with an "error: ..." line too; CMD's own
+status is passed on without one.
+
 Jobs: run the work under the lock in one container,
 
   command: [koncli, mutex, run, db-migration, --timeout, 5m, --, ./migrate]
@@ -104,8 +124,10 @@ Exit status:
          unreachable, ...), or CMD succeeded but unlocking failed
   2      usage error: invalid NAME or flags, no -- CMD; nothing was sent
   3      not acquired: another holder holds it and --timeout ran out (or
-         was 0); CMD was not run
+         was 0); CMD was not run (--conflict-exit-code N makes this N)
   4      the lock was lost while CMD ran; CMD was stopped
+  5      not acquired: this holder identity holds it already; CMD was not
+         run
   126    CMD could not be executed
   127    CMD was not found
   128+n  CMD was killed by signal n (143 for SIGTERM)
@@ -134,7 +156,8 @@ Exit status:
 	}
 	cmd.Flags().StringVar(&flags.holder, "holder", "", "holder identity (default: the host name, koncli's process id and a random suffix)")
 	cmd.Flags().StringVar(&flags.timeout, "timeout", "", `how long to wait for the mutex, a Go duration ("30s"); 0: one attempt; default: wait until acquired`)
-	cmd.Flags().StringVar(&flags.ttl, "ttl", "", `TTL to create the mutex with if it does not exist, from 1s to 8760h; default: no TTL`)
+	cmd.Flags().StringVar(&flags.ttl, "ttl", "", `the TTL the mutex must have, from 1s to 8760h: a missing mutex is created with it, one with another TTL is refused; default: the mutex's own TTL`)
+	cmd.Flags().IntVarP(&flags.conflictCode, "conflict-exit-code", "E", cmdutil.DefaultConflictExitCode, "exit status when another holder holds the mutex (0 to 255)")
 	cmd.Flags().StringVar(&flags.grace, "grace-period", DefaultGracePeriod.String(), "after the lock is lost, how long CMD has between SIGTERM and SIGKILL")
 	return cmd
 }
@@ -146,7 +169,11 @@ func checkArgs(cmd *cobra.Command, args []string) error {
 	case dash < 0 && len(args) == 0:
 		return cmdutil.Usagef("%q needs NAME -- CMD [ARGS...]", cmd.CommandPath())
 	case dash < 0:
-		return cmdutil.Usagef("%q needs -- between NAME and the command, as in: %s %s -- %s", cmd.CommandPath(), cmd.CommandPath(), args[0], strings.Join(args[1:], " "))
+		line := append(append([]string{cmd.CommandPath(), args[0]}, cmdutil.SetFlags(cmd)...), "--")
+		for _, a := range args[1:] {
+			line = append(line, cmdutil.ShellQuote(a))
+		}
+		return cmdutil.Usagef("%q needs -- between NAME and the command, as in: %s", cmd.CommandPath(), strings.Join(line, " "))
 	case dash == 0:
 		return cmdutil.Usagef("%q needs NAME before --", cmd.CommandPath())
 	case dash > 1:
@@ -173,14 +200,20 @@ func runE(cmd *cobra.Command, streams genericiooptions.IOStreams, f *cmdutil.Fac
 	if err != nil {
 		return err
 	}
+	if err := cmdutil.ParseConflictExitCode(flags.conflictCode); err != nil {
+		return err
+	}
 	opts := []lock.Option{lock.WithHolder(holder)}
 	if cmd.Flags().Changed("ttl") {
 		d, err := cmdutil.ParseTTL(flags.ttl)
 		if err != nil {
 			return err
 		}
-		opts = append(opts, lock.WithTTL(d))
+		opts = append(opts, lock.WithRequiredTTL(d))
 	}
+	// The final unlock retries for at least the grace period a pod's
+	// kubelet gives, and never less than the library's retry timeout.
+	opts = append(opts, lock.WithRetryTimeout(max(grace, lock.DefaultRetryTimeout)))
 	ns, c, err := f.Target()
 	if err != nil {
 		return err
@@ -210,14 +243,17 @@ func runE(cmd *cobra.Command, streams genericiooptions.IOStreams, f *cmdutil.Fac
 	close(acquired)
 	<-watcherDone
 	if err != nil {
-		return err
+		return cmdutil.ConflictExit(err, flags.conflictCode)
 	}
 	ref := cmdutil.Ref(ns, name)
+	if st, held := m.Status(); held && st.TookOverFrom != "" {
+		log.Info(fmt.Sprintf("took over mutex %s from %q, whose TTL had run out (token %d)", ref, st.TookOverFrom, st.Token))
+	}
 	log.V(1).Info("acquired mutex, running the command", "mutex", ref, "holder", holder, "token", m.Token(), "command", command)
 
 	r := &runner{log: log, ref: ref, grace: grace}
 	state, runErr := r.run(m, streams, command, sigs, holder)
-	unlockErr := unlock(cmd.Context(), m)
+	unlockErr := unlock(cmd.Context(), m, grace)
 	return r.result(m, state, runErr, unlockErr)
 }
 
@@ -305,9 +341,10 @@ func (r *runner) run(m *lock.Mutex, streams genericiooptions.IOStreams, command 
 			if r.lost == nil {
 				// Done closes only on Unlock or loss, and nothing unlocks
 				// while CMD runs; treat anything else as a loss too.
-				r.lost = fmt.Errorf("mutex %s: hold ended: %w", r.ref, lock.ErrLost)
+				r.lost = &lock.LostError{Namespace: m.Namespace(), Name: m.Name(), Reason: "its hold ended"}
 			}
-			r.log.Info(fmt.Sprintf("lost mutex %s while the command runs: %v; sending SIGTERM to the command, SIGKILL in %s", r.ref, r.lost, r.grace))
+			// The reason is said once, in the error run ends with.
+			r.log.Info(fmt.Sprintf("lost mutex %s while the command runs; sending SIGTERM to the command, SIGKILL in %s", r.ref, r.grace))
 			if err := signalChild(child.Process, ownGroup, syscall.SIGTERM); err != nil {
 				r.log.V(1).Info("SIGTERM to the command failed", "error", err.Error())
 			}
@@ -337,6 +374,15 @@ func (r *runner) run(m *lock.Mutex, streams genericiooptions.IOStreams, command 
 	}
 }
 
+// lossReason is how a hold was lost, as a clause.
+func lossReason(err error) string {
+	var le *lock.LostError
+	if errors.As(err, &le) {
+		return le.Reason
+	}
+	return err.Error()
+}
+
 // lostErr is m's loss, if its hold was lost.
 func lostErr(m *lock.Mutex) error {
 	if err := m.Err(); errors.Is(err, lock.ErrLost) {
@@ -345,10 +391,12 @@ func lostErr(m *lock.Mutex) error {
 	return nil
 }
 
-// unlock releases the mutex with a fresh, bounded context: CMD has exited,
-// whatever happened to koncli's own context.
-func unlock(parent context.Context, m *lock.Mutex) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), lock.DefaultCleanupTimeout)
+// unlock releases the mutex with a fresh context, whatever happened to
+// koncli's own: CMD has exited. Transient failures are retried for the
+// retry timeout or the grace period, whichever is longer, so that an API
+// server away for a few seconds does not leave the mutex locked.
+func unlock(parent context.Context, m *lock.Mutex, grace time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), max(grace, lock.DefaultRetryTimeout))
 	defer cancel()
 	return m.Unlock(ctx)
 }
@@ -361,7 +409,7 @@ func (r *runner) result(m *lock.Mutex, state *os.ProcessState, runErr, unlockErr
 			r.log.V(1).Info("unlock after losing the mutex", "result", unlockErr.Error())
 		}
 		return &cmdutil.MessageError{
-			Msg: fmt.Sprintf("lost mutex %s while the command ran; its work may have overlapped another holder's: %v", r.ref, r.lost),
+			Msg: fmt.Sprintf("lost mutex %s while the command ran: %s; its work may have overlapped another holder's", r.ref, lossReason(r.lost)),
 			Err: r.lost,
 		}
 	}

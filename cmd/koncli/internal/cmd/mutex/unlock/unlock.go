@@ -28,6 +28,11 @@ host name, which in a pod is the pod's name, as for 'koncli mutex lock').
 
 Only the holder may unlock: if the mutex is held by someone else, or is not
 locked at all, unlock fails, names the actual holder and changes nothing.
+If the holder's TTL had run out before the unlock (nobody took the mutex
+over, but anyone could have), unlock releases it, exits 0, and says on
+stderr when the TTL ran out: the critical section may have run unprotected
+since then. Transient failures of the API server are retried for 30
+seconds.
 It never releases a lock that another holder acquired in the meantime.
 Unlocking keeps the mutex (and its fencing token); 'koncli mutex delete'
 removes it.
@@ -39,7 +44,8 @@ told it lost the lock: its command is stopped and run exits with status
 4. Force-unlocking an unlocked mutex changes nothing and succeeds.
 
 Exit status:
-  0  released (or, with --force, it was not locked)
+  0  released (also when its TTL had run out; stderr then says so), or,
+     with --force, it was not locked
   1  error: this holder does not hold it, it does not exist, the Lease is
      not a mutex, RBAC refused, the API server could not be reached, ...
   2  usage error: invalid NAME or --holder, --holder with --force; nothing
@@ -101,13 +107,19 @@ func runE(cmd *cobra.Command, _ genericiooptions.IOStreams, f *cmdutil.Factory, 
 	if err != nil {
 		return err
 	}
-	if err := m.Unlock(cmd.Context()); err != nil {
+	before, err := m.UnlockStatus(cmd.Context())
+	if err != nil {
 		var nh *lock.NotHeldError
 		if errors.As(err, &nh) && nh.Current != "" && nh.Current != holder {
 			// Someone else holds it: the message names them; add the way out.
 			return fmt.Errorf("%w (only the holder may unlock; --force releases it whoever holds it)", err)
 		}
 		return err
+	}
+	if before.Phase == lock.PhaseExpired {
+		log.Info(fmt.Sprintf("unlocked mutex %s (holder %q), but its TTL had run out at %s: nobody took it over, but anyone could have, so what ran since then was not protected by the lock",
+			ref, holder, cmdutil.FormatTime(before.ExpiresAt)))
+		return nil
 	}
 	log.Info(fmt.Sprintf("unlocked mutex %s (holder %q)", ref, holder))
 	return nil
