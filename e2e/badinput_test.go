@@ -116,7 +116,10 @@ func TestBadInput(t *testing.T) {
 			badInputCase{name: "ForceUnlock " + short, is: isErr(lock.ErrInvalid), want: []string{"mutex name"},
 				op: func(ctx context.Context) error { _, err := c.ForceUnlock(ctx, ns, name); return err }},
 			badInputCase{name: "Delete " + short, is: isErr(lock.ErrInvalid), want: []string{"mutex name"},
-				op: func(ctx context.Context) error { return c.Delete(ctx, ns, name, lock.DeleteOptions{Force: true}) }},
+				op: func(ctx context.Context) error {
+					_, err := c.Delete(ctx, ns, name, lock.DeleteOptions{Force: true})
+					return err
+				}},
 		)
 	}
 	for _, d := range []time.Duration{-time.Second, 500 * time.Millisecond, 100000 * time.Hour} {
@@ -218,7 +221,10 @@ func TestBadEnvironment(t *testing.T) {
 		case "list":
 			tc.op = func(ctx context.Context) error { _, err := rc.List(ctx, ns); return err }
 		case "delete":
-			tc.op = func(ctx context.Context) error { return rc.Delete(ctx, ns, "free", lock.DeleteOptions{}) }
+			tc.op = func(ctx context.Context) error {
+				_, err := rc.Delete(ctx, ns, "free", lock.DeleteOptions{})
+				return err
+			}
 		case "watch":
 			// Nothing fails without watch: a waiter polls. It times out on
 			// the held mutex like any waiter.

@@ -312,7 +312,7 @@ func TestForcedLossClosesDone(t *testing.T) {
 			}
 		}},
 		{"deleted", func(t *testing.T, c *lock.Client, ns string) {
-			if err := c.Delete(t.Context(), ns, "m", lock.DeleteOptions{Force: true}); err != nil {
+			if _, err := c.Delete(t.Context(), ns, "m", lock.DeleteOptions{Force: true}); err != nil {
 				t.Fatalf("Delete: %v", err)
 			}
 		}},
@@ -467,16 +467,16 @@ func TestAdminOperations(t *testing.T) {
 		t.Errorf("List all namespaces: got %d mutexes in %s, want 2", n, ns)
 	}
 
-	if err := c.Delete(ctx, ns, "b", lock.DeleteOptions{}); !errors.Is(err, lock.ErrLocked) {
+	if _, err := c.Delete(ctx, ns, "b", lock.DeleteOptions{}); !errors.Is(err, lock.ErrLocked) {
 		t.Errorf("Delete locked: got %v, want ErrLocked", err)
 	}
-	if err := c.Delete(ctx, ns, "a", lock.DeleteOptions{}); err != nil {
+	if _, err := c.Delete(ctx, ns, "a", lock.DeleteOptions{}); err != nil {
 		t.Errorf("Delete unlocked: %v", err)
 	}
 	if _, err := c.Get(ctx, ns, "a"); !errors.Is(err, lock.ErrNotFound) {
 		t.Errorf("Get deleted: got %v, want ErrNotFound", err)
 	}
-	if err := c.Delete(ctx, ns, "b", lock.DeleteOptions{Force: true}); err != nil {
+	if _, err := c.Delete(ctx, ns, "b", lock.DeleteOptions{Force: true}); err != nil {
 		t.Errorf("Delete locked with force: %v", err)
 	}
 	within(t, m.Done(), 10*time.Second, "holder told of forced delete")
@@ -519,7 +519,7 @@ func TestNonMutexLeaseUntouched(t *testing.T) {
 			"Get":         func() error { _, err := c.Get(short(), ns, name); return err },
 			"Create":      func() error { _, _, err := c.Create(short(), ns, name, lock.CreateOptions{}); return err },
 			"ForceUnlock": func() error { _, err := c.ForceUnlock(short(), ns, name); return err },
-			"Delete":      func() error { return c.Delete(short(), ns, name, lock.DeleteOptions{Force: true}) },
+			"Delete":      func() error { _, err := c.Delete(short(), ns, name, lock.DeleteOptions{Force: true}); return err },
 			"With":        func() error { return m.With(short(), func(context.Context) error { return nil }) },
 		}
 		for op, f := range ops {
@@ -596,7 +596,7 @@ func TestLockCreatesAndRBAC(t *testing.T) {
 		if err := m.Unlock(t.Context()); err != nil {
 			t.Errorf("Unlock: %v", err)
 		}
-		if err := full.Delete(t.Context(), ns, "full", lock.DeleteOptions{}); err != nil {
+		if _, err := full.Delete(t.Context(), ns, "full", lock.DeleteOptions{}); err != nil {
 			t.Errorf("Delete: %v", err)
 		}
 	})
