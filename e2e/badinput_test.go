@@ -179,8 +179,8 @@ func TestBadInput(t *testing.T) {
 	for _, st := range list {
 		names = append(names, st.Name+"="+string(st.Phase))
 	}
-	if got, want := strings.Join(names, ","), "free=Unlocked,held=Locked"; got != want {
-		t.Errorf("List after bad inputs: got %s, want %s (garbled mutexes left out)", got, want)
+	if got, want := strings.Join(names, ","), "free=Unlocked,held=Locked,ttl-negative=Invalid,unlock-yes=Invalid"; got != want {
+		t.Errorf("List after bad inputs: got %s, want %s (garbled mutexes listed as Invalid)", got, want)
 	}
 }
 

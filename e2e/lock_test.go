@@ -436,7 +436,8 @@ func TestAdminOperations(t *testing.T) {
 		t.Errorf("changing the TTL of a locked mutex: got %v, want ErrLocked", err)
 	}
 
-	// A Lease that is not a mutex is not listed even with the label.
+	// A Lease that is not a mutex but has the label is listed as Invalid,
+	// with the reason Get gives, rather than left out.
 	if _, err := admin(t).CoordinationV1().Leases(ns).Create(ctx, &coordinationv1.Lease{
 		ObjectMeta: metav1.ObjectMeta{Name: "labelled", Labels: map[string]string{lock.LabelKind: lock.KindMutex}},
 	}, metav1.CreateOptions{}); err != nil {
@@ -450,8 +451,11 @@ func TestAdminOperations(t *testing.T) {
 	for _, s := range list {
 		got = append(got, fmt.Sprintf("%s:%s:%s", s.Name, s.Phase, s.Holder))
 	}
-	if want := "a:Unlocked:,b:Locked:h"; strings.Join(got, ",") != want {
+	if want := "a:Unlocked:,b:Locked:h,labelled:Invalid:"; strings.Join(got, ",") != want {
 		t.Errorf("List: got %v, want %s", got, want)
+	}
+	if r := list[len(list)-1].Reason; !strings.Contains(r, "no konlease.io/unlock annotation") {
+		t.Errorf("List: reason of the labelled Lease = %q", r)
 	}
 	all, err := c.List(ctx, "")
 	if err != nil {
@@ -463,8 +467,8 @@ func TestAdminOperations(t *testing.T) {
 			n++
 		}
 	}
-	if n != 2 {
-		t.Errorf("List all namespaces: got %d mutexes in %s, want 2", n, ns)
+	if n != 3 {
+		t.Errorf("List all namespaces: got %d mutexes in %s, want 3", n, ns)
 	}
 
 	if _, err := c.Delete(ctx, ns, "b", lock.DeleteOptions{}); !errors.Is(err, lock.ErrLocked) {
