@@ -10,9 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	coordinationv1 "k8s.io/api/coordination/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
 
 	"github.com/konlease/konlease/lock"
 )
@@ -29,24 +27,6 @@ func field(obj map[string]any, path ...string) any {
 		v = m[k]
 	}
 	return v
-}
-
-// createGarbledMutex creates a Lease that carries the mutex label and
-// annotation, but a TTL annotation that is no duration: what a hand edit
-// or another tool may leave.
-func createGarbledMutex(t *testing.T, ns, name string) {
-	t.Helper()
-	_, err := admin(t).CoordinationV1().Leases(ns).Create(t.Context(), &coordinationv1.Lease{
-		ObjectMeta: metav1.ObjectMeta{
-			Name:        name,
-			Labels:      map[string]string{lock.LabelKind: lock.KindMutex},
-			Annotations: map[string]string{lock.AnnotationUnlock: lock.UnlockExplicit, lock.AnnotationTTL: "ten minutes"},
-		},
-		Spec: coordinationv1.LeaseSpec{LeaseTransitions: ptr.To[int32](0)},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatalf("create garbled mutex lease: %v", err)
-	}
 }
 
 // labelLease adds a label to a Lease, as `kubectl label lease` would.
@@ -66,7 +46,8 @@ func TestCLIListInvalid(t *testing.T) {
 	t.Parallel()
 	ns := env.Namespace(t)
 	c := newCLI(t, adminKubeconfigIn(t, ns))
-	createGarbledMutex(t, ns, "broken")
+	// What a hand edit or another tool may leave: a TTL that is no duration.
+	garbledMutex(t, ns, "broken", map[string]string{lock.AnnotationUnlock: lock.UnlockExplicit, lock.AnnotationTTL: "ten minutes"})
 	expectCLI(t, c.run("mutex", "create", "fine"), 0, "", "")
 	before := leaseVersions(t, ns)
 
