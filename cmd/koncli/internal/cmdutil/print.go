@@ -62,14 +62,20 @@ func NewPrintFlags(defaultFormat string) *PrintFlags {
 
 // AddFlags adds the flags to cmd and completes -o with the formats.
 func (p *PrintFlags) AddFlags(cmd *cobra.Command) {
-	def := "a table"
-	if p.defaultFormat != FormatTable {
-		def = p.defaultFormat
+	usage := "output format, one of: " + outputFormatsHelp
+	if p.defaultFormat == FormatTable {
+		usage += " (default: a table)" // pflag shows only non-empty defaults
 	}
-	cmd.Flags().StringVarP(&p.OutputFormat, "output", "o", p.defaultFormat,
-		fmt.Sprintf("output format, one of: %s (default: %s)", outputFormatsHelp, def))
+	cmd.Flags().StringVarP(&p.OutputFormat, "output", "o", p.defaultFormat, usage)
 	cmd.Flags().BoolVar(&p.NoHeaders, "no-headers", false, "print tables and custom columns without the header line")
 	p.template.AddFlags(cmd)
+	// In koncli's words; the flags and their behaviour are kubectl's.
+	if f := cmd.Flags().Lookup("template"); f != nil {
+		f.Usage = "the template of -o go-template or jsonpath (or, with no -o, a Go template), or the file of -o go-template-file or jsonpath-file"
+	}
+	if f := cmd.Flags().Lookup("allow-missing-template-keys"); f != nil {
+		f.Usage = "print nothing for a field a Go template or JSONPath names that is absent, rather than fail"
+	}
 	p.outputChanged = func() bool { return cmd.Flags().Changed("output") }
 	_ = cmd.RegisterFlagCompletionFunc("output", func(_ *cobra.Command, _ []string, toComplete string) ([]string, cobra.ShellCompDirective) {
 		var out []string
