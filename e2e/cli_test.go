@@ -472,7 +472,9 @@ func TestCLIListAndGet(t *testing.T) {
 			t.Errorf("list -A -o wide: %s\nwant a line matching %s", r, row)
 		}
 	}
-	if strings.Contains(r.stdout, "leader") {
+	// Other tests' Leases may show up in -A, and a reason may say
+	// "leader-election": look for the row.
+	if regexp.MustCompile(`(?m)^` + nsA + ` +leader `).MatchString(r.stdout) {
 		t.Errorf("list -A shows the leader-election Lease:\n%s", r.stdout)
 	}
 
