@@ -29,13 +29,22 @@ E2E_TEST := env -u KUBECONFIG $(GO) test -race -tags e2e -count=1 -timeout $(E2E
 help: ## list targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-build: ## compile everything; binaries of ./cmd/... into bin/
+# The release koncli reports (koncli version), stamped by make build as by
+# make image: the git description of the checkout, or VERSION=... given.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+VERSION_LDFLAGS := -X github.com/konlease/konlease/cmd/koncli/app.version=$(VERSION)
+
+build: ## compile everything; binaries of ./cmd/... into bin/, version-stamped
 	$(GO) build ./...
 	@if [ -n "$$(find cmd -name '*.go' -print -quit 2>/dev/null)" ]; then \
-		echo "$(GO) build -o $(BIN)/ ./cmd/..."; $(GO) build -o $(BIN)/ ./cmd/...; \
+		echo "$(GO) build -ldflags \"$(VERSION_LDFLAGS)\" -o $(BIN)/ ./cmd/..."; \
+		$(GO) build -ldflags "$(VERSION_LDFLAGS)" -o $(BIN)/ ./cmd/...; \
 	fi
-	@# Invoked as kubectl-mutex, koncli is the kubectl plugin `kubectl mutex`.
-	@if [ -d cmd/koncli ]; then ln -sfn koncli $(BIN)/kubectl-mutex; fi
+	@# Invoked as kubectl-mutex, koncli is the kubectl plugin `kubectl mutex`;
+	@# as kubectl_complete-mutex, it completes `kubectl mutex ...` for kubectl.
+	@if [ -d cmd/koncli ]; then \
+		ln -sfn koncli $(BIN)/kubectl-mutex; ln -sfn koncli $(BIN)/kubectl_complete-mutex; \
+	fi
 
 controlplane: $(CONTROLPLANE_BINS) ## build bin/kube-apiserver and bin/etcd (first time: minutes)
 
@@ -117,7 +126,6 @@ demo: build controlplane ## workers contending for one mutex through koncli, on 
 # The image is built by Docker with BuildKit (RUN --mount, cross-platform
 # ARGs); nothing else in the project needs Docker.
 IMAGE ?= konlease/koncli:dev
-VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 
 image: ## build the koncli container image with Docker: make image [IMAGE=name:tag]
 	@command -v docker >/dev/null 2>&1 || { \

@@ -116,7 +116,10 @@ func TestBadInput(t *testing.T) {
 			badInputCase{name: "ForceUnlock " + short, is: isErr(lock.ErrInvalid), want: []string{"mutex name"},
 				op: func(ctx context.Context) error { _, err := c.ForceUnlock(ctx, ns, name); return err }},
 			badInputCase{name: "Delete " + short, is: isErr(lock.ErrInvalid), want: []string{"mutex name"},
-				op: func(ctx context.Context) error { return c.Delete(ctx, ns, name, lock.DeleteOptions{Force: true}) }},
+				op: func(ctx context.Context) error {
+					_, err := c.Delete(ctx, ns, name, lock.DeleteOptions{Force: true})
+					return err
+				}},
 		)
 	}
 	for _, d := range []time.Duration{-time.Second, 500 * time.Millisecond, 100000 * time.Hour} {
@@ -176,8 +179,8 @@ func TestBadInput(t *testing.T) {
 	for _, st := range list {
 		names = append(names, st.Name+"="+string(st.Phase))
 	}
-	if got, want := strings.Join(names, ","), "free=Unlocked,held=Locked"; got != want {
-		t.Errorf("List after bad inputs: got %s, want %s (garbled mutexes left out)", got, want)
+	if got, want := strings.Join(names, ","), "free=Unlocked,held=Locked,ttl-negative=Invalid,unlock-yes=Invalid"; got != want {
+		t.Errorf("List after bad inputs: got %s, want %s (garbled mutexes listed as Invalid)", got, want)
 	}
 }
 
@@ -218,7 +221,10 @@ func TestBadEnvironment(t *testing.T) {
 		case "list":
 			tc.op = func(ctx context.Context) error { _, err := rc.List(ctx, ns); return err }
 		case "delete":
-			tc.op = func(ctx context.Context) error { return rc.Delete(ctx, ns, "free", lock.DeleteOptions{}) }
+			tc.op = func(ctx context.Context) error {
+				_, err := rc.Delete(ctx, ns, "free", lock.DeleteOptions{})
+				return err
+			}
 		case "watch":
 			// Nothing fails without watch: a waiter polls. It times out on
 			// the held mutex like any waiter.

@@ -219,8 +219,9 @@ func TestCLIEvalFormChecksStatus(t *testing.T) {
 		t.Fatalf("lock --help shows no checked eval form (vars=$(koncli mutex lock ...) || exit; eval \"$vars\"):\n%s", help)
 	}
 	readme := readRepoFile(t, "README.md")
-	if !strings.Contains(readme, form[0]) || strings.Contains(readme, `eval "$(koncli mutex lock`) {
-		t.Errorf("README must show the checked form %q and not the unchecked eval \"$(koncli mutex lock ...)\"", form[0])
+	if !strings.Contains(readme, "vars=$(koncli mutex lock ") || !strings.Contains(readme, ") || exit\neval \"$vars\"") ||
+		strings.Contains(readme, `eval "$(koncli mutex lock`) {
+		t.Errorf("README must show the checked form (%q, then %q) and not the unchecked eval \"$(koncli mutex lock ...)\"", form[0], form[1])
 	}
 	documented := strings.ReplaceAll(form[0], " NAME)", " m --holder me --timeout 0)") + "\n" + form[1]
 	for _, tc := range []struct {

@@ -334,7 +334,7 @@ func TestCLILock(t *testing.T) {
 		}
 
 		// The same identity twice would deadlock: refused at once.
-		expectCLIError(t, c.run("mutex", "lock", "m", "--holder", "w1"), 3, "already held")
+		expectCLIError(t, c.run("mutex", "lock", "m", "--holder", "w1"), 5, "holds it already")
 		expectUnchanged(t, ns, before, "failed locks")
 	})
 
@@ -454,7 +454,7 @@ func TestCLIListAndGet(t *testing.T) {
 	expectCLI(t, b.run("mutex", "lock", "other", "--holder", "w2"), 0, "", "")
 
 	r := a.run("mutex", "list")
-	want := regexp.MustCompile(`^NAME +HOLDER +PHASE +TTL +LOCKED-AT +EXPIRES-AT\n` +
+	want := regexp.MustCompile(`^NAME +HOLDER +PHASE +TTL +LOCKED +EXPIRES\n` +
 		`held +w1 +Locked +10m0s +\d+s +in (9m(\d+s)?|10m)\n` +
 		`idle +<none> +Unlocked +<none> +<none> +<none>\n$`)
 	if r.code != 0 || !want.MatchString(r.stdout) {
@@ -463,16 +463,18 @@ func TestCLIListAndGet(t *testing.T) {
 
 	r = a.run("mutex", "list", "-A", "-o", "wide")
 	for _, row := range []string{
-		`(?m)^NAMESPACE +NAME +HOLDER +PHASE +TTL +LOCKED-AT +EXPIRES-AT +TOKEN$`,
-		`(?m)^` + nsA + ` +held +w1 +Locked +10m0s +\S+ +in \S+ +1$`,
-		`(?m)^` + nsA + ` +idle +<none> +Unlocked +<none> +<none> +<none> +0$`,
-		`(?m)^` + nsB + ` +other +w2 +Locked +<none> +\S+ +<none> +1$`,
+		`(?m)^NAMESPACE +NAME +HOLDER +PHASE +TTL +LOCKED +EXPIRES +RENEWED +TOKEN +REASON$`,
+		`(?m)^` + nsA + ` +held +w1 +Locked +10m0s +\S+ +in \S+ +\S+ +1 +<none>$`,
+		`(?m)^` + nsA + ` +idle +<none> +Unlocked +<none> +<none> +<none> +<none> +0 +<none>$`,
+		`(?m)^` + nsB + ` +other +w2 +Locked +<none> +\S+ +<none> +\S+ +1 +<none>$`,
 	} {
 		if r.code != 0 || !regexp.MustCompile(row).MatchString(r.stdout) {
 			t.Errorf("list -A -o wide: %s\nwant a line matching %s", r, row)
 		}
 	}
-	if strings.Contains(r.stdout, "leader") {
+	// Other tests' Leases may show up in -A, and a reason may say
+	// "leader-election": look for the row.
+	if regexp.MustCompile(`(?m)^` + nsA + ` +leader `).MatchString(r.stdout) {
 		t.Errorf("list -A shows the leader-election Lease:\n%s", r.stdout)
 	}
 
@@ -481,7 +483,7 @@ func TestCLIListAndGet(t *testing.T) {
 	var list struct {
 		Items []map[string]any `json:"items"`
 	}
-	if err := json.Unmarshal([]byte(r.stdout), &list); err != nil || len(list.Items) != 2 || list.Items[0]["name"] != "held" || list.Items[1]["phase"] != "Unlocked" {
+	if err := json.Unmarshal([]byte(r.stdout), &list); err != nil || len(list.Items) != 2 || field(list.Items[0], "metadata", "name") != "held" || field(list.Items[1], "status", "phase") != "Unlocked" {
 		t.Errorf("list -o json: %v\n%s", err, r)
 	}
 	r = a.run("mutex", "list", "-o", "yaml")
@@ -489,23 +491,29 @@ func TestCLIListAndGet(t *testing.T) {
 		t.Errorf("list -o yaml: %v\n%s", err, r)
 	}
 
-	// get: YAML by default, the seed's status fields plus ttl, token, name,
-	// namespace; RFC 3339 UTC times; nothing empty.
+	// get: YAML by default, the seed's Mutex resource: metadata, spec.ttl,
+	// status with the seed's fields plus renewedAt and token; RFC 3339 UTC
+	// times; nothing empty.
 	r = a.run("mutex", "get", "held")
 	var got map[string]any
 	if err := yaml.Unmarshal([]byte(r.stdout), &got); err != nil {
 		t.Fatalf("get: %v\n%s", err, r)
 	}
 	rfc3339 := regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$`)
-	if len(got) != 8 || got["name"] != "held" || got["namespace"] != nsA || got["holder"] != "w1" || got["phase"] != "Locked" ||
-		got["ttl"] != "10m0s" || got["token"] != float64(1) ||
-		!rfc3339.MatchString(fmt.Sprint(got["lockedAt"])) || !rfc3339.MatchString(fmt.Sprint(got["expiresAt"])) {
+	status, _ := got["status"].(map[string]any)
+	if len(got) != 5 || got["apiVersion"] != "konlease.io/v1alpha1" || got["kind"] != "Mutex" ||
+		field(got, "metadata", "name") != "held" || field(got, "metadata", "namespace") != nsA || field(got, "spec", "ttl") != "10m0s" ||
+		len(status) != 6 || status["holder"] != "w1" || status["phase"] != "Locked" || status["token"] != float64(1) ||
+		!rfc3339.MatchString(fmt.Sprint(status["lockedAt"])) || !rfc3339.MatchString(fmt.Sprint(status["renewedAt"])) || !rfc3339.MatchString(fmt.Sprint(status["expiresAt"])) {
 		t.Errorf("get held:\n%s", r.stdout)
 	}
 	r = a.run("mutex", "get", "idle", "-o", "json")
 	got = nil
-	if err := json.Unmarshal([]byte(r.stdout), &got); err != nil || len(got) != 3 || got["phase"] != "Unlocked" {
-		t.Errorf("get idle -o json: want only name, namespace, phase: %v\n%s", err, r)
+	err := json.Unmarshal([]byte(r.stdout), &got)
+	status, _ = got["status"].(map[string]any)
+	spec, _ := got["spec"].(map[string]any)
+	if err != nil || len(status) != 1 || status["phase"] != "Unlocked" || spec == nil || len(spec) != 0 {
+		t.Errorf("get idle -o json: want only status.phase and an empty spec: %v\n%s", err, r)
 	}
 	expectCLIError(t, a.run("mutex", "get", "missing"), 1, "not found")
 	expectCLIError(t, a.run("mutex", "get", "leader"), 1, "is not a konlease mutex")
@@ -562,16 +570,16 @@ func TestCLIBadInputs(t *testing.T) {
 		{[]string{"mutex", "create", "trailing-"}, `invalid mutex name "trailing-"`},
 		{[]string{"mutex", "get", strings.Repeat("a", 254)}, `must be no more than 253 characters`},
 		{[]string{"mutex", "unlock", "UPPER", "--holder", "w1"}, `invalid mutex name "UPPER"`},
-		{[]string{"mutex", "create", "existing", "--ttl", "0"}, `invalid --ttl: invalid TTL "0": is zero; a TTL must be at least 1s`},
-		{[]string{"mutex", "create", "existing", "--ttl", "-1s"}, `invalid TTL "-1s": is negative`},
-		{[]string{"mutex", "create", "existing", "--ttl", "abc"}, `invalid TTL "abc": not a Go duration`},
-		{[]string{"mutex", "create", "existing", "--ttl", "500ms"}, `invalid TTL "500ms": below the minimum of 1s`},
-		{[]string{"mutex", "create", "existing", "--ttl", "100000h"}, `invalid TTL "100000h": above the maximum of 8760h`},
-		{[]string{"mutex", "lock", "new", "--ttl", "30"}, `invalid TTL "30": missing unit; did you mean "30s"?`},
+		{[]string{"mutex", "create", "existing", "--ttl", "0"}, `invalid --ttl "0": is zero; a TTL must be at least 1s`},
+		{[]string{"mutex", "create", "existing", "--ttl", "-1s"}, `invalid --ttl "-1s": is negative`},
+		{[]string{"mutex", "create", "existing", "--ttl", "abc"}, `invalid --ttl "abc": not a Go duration`},
+		{[]string{"mutex", "create", "existing", "--ttl", "500ms"}, `invalid --ttl "500ms": below the minimum of 1s`},
+		{[]string{"mutex", "create", "existing", "--ttl", "100000h"}, `invalid --ttl "100000h": above the maximum of 8760h`},
+		{[]string{"mutex", "lock", "new", "--ttl", "30"}, `invalid --ttl "30": missing unit; did you mean "30s"?`},
 		{[]string{"mutex", "lock", "existing", "--timeout", "abc"}, `invalid --timeout "abc": not a Go duration`},
 		{[]string{"mutex", "lock", "existing", "--timeout", "-1s"}, `invalid --timeout "-1s": must not be negative`},
 		{[]string{"mutex", "run", "existing", "--timeout", "abc", "--", "true"}, `invalid --timeout "abc"`},
-		{[]string{"mutex", "run", "existing", "--ttl", "0", "--", "true"}, `invalid TTL "0"`},
+		{[]string{"mutex", "run", "existing", "--ttl", "0", "--", "true"}, `invalid --ttl "0"`},
 		{[]string{"mutex", "lock", "existing", "--holder", ""}, `holder identity is empty`},
 		{[]string{"mutex", "unlock", "held", "--holder", "w1 "}, `has leading or trailing white space`},
 		{[]string{"mutex", "lock", "existing", "--holder", strings.Repeat("h", 254)}, `at most 253 allowed`},

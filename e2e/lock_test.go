@@ -312,7 +312,7 @@ func TestForcedLossClosesDone(t *testing.T) {
 			}
 		}},
 		{"deleted", func(t *testing.T, c *lock.Client, ns string) {
-			if err := c.Delete(t.Context(), ns, "m", lock.DeleteOptions{Force: true}); err != nil {
+			if _, err := c.Delete(t.Context(), ns, "m", lock.DeleteOptions{Force: true}); err != nil {
 				t.Fatalf("Delete: %v", err)
 			}
 		}},
@@ -436,7 +436,8 @@ func TestAdminOperations(t *testing.T) {
 		t.Errorf("changing the TTL of a locked mutex: got %v, want ErrLocked", err)
 	}
 
-	// A Lease that is not a mutex is not listed even with the label.
+	// A Lease that is not a mutex but has the label is listed as Invalid,
+	// with the reason Get gives, rather than left out.
 	if _, err := admin(t).CoordinationV1().Leases(ns).Create(ctx, &coordinationv1.Lease{
 		ObjectMeta: metav1.ObjectMeta{Name: "labelled", Labels: map[string]string{lock.LabelKind: lock.KindMutex}},
 	}, metav1.CreateOptions{}); err != nil {
@@ -450,8 +451,11 @@ func TestAdminOperations(t *testing.T) {
 	for _, s := range list {
 		got = append(got, fmt.Sprintf("%s:%s:%s", s.Name, s.Phase, s.Holder))
 	}
-	if want := "a:Unlocked:,b:Locked:h"; strings.Join(got, ",") != want {
+	if want := "a:Unlocked:,b:Locked:h,labelled:Invalid:"; strings.Join(got, ",") != want {
 		t.Errorf("List: got %v, want %s", got, want)
+	}
+	if r := list[len(list)-1].Reason; !strings.Contains(r, "no konlease.io/unlock annotation") {
+		t.Errorf("List: reason of the labelled Lease = %q", r)
 	}
 	all, err := c.List(ctx, "")
 	if err != nil {
@@ -463,20 +467,20 @@ func TestAdminOperations(t *testing.T) {
 			n++
 		}
 	}
-	if n != 2 {
-		t.Errorf("List all namespaces: got %d mutexes in %s, want 2", n, ns)
+	if n != 3 {
+		t.Errorf("List all namespaces: got %d mutexes in %s, want 3", n, ns)
 	}
 
-	if err := c.Delete(ctx, ns, "b", lock.DeleteOptions{}); !errors.Is(err, lock.ErrLocked) {
+	if _, err := c.Delete(ctx, ns, "b", lock.DeleteOptions{}); !errors.Is(err, lock.ErrLocked) {
 		t.Errorf("Delete locked: got %v, want ErrLocked", err)
 	}
-	if err := c.Delete(ctx, ns, "a", lock.DeleteOptions{}); err != nil {
+	if _, err := c.Delete(ctx, ns, "a", lock.DeleteOptions{}); err != nil {
 		t.Errorf("Delete unlocked: %v", err)
 	}
 	if _, err := c.Get(ctx, ns, "a"); !errors.Is(err, lock.ErrNotFound) {
 		t.Errorf("Get deleted: got %v, want ErrNotFound", err)
 	}
-	if err := c.Delete(ctx, ns, "b", lock.DeleteOptions{Force: true}); err != nil {
+	if _, err := c.Delete(ctx, ns, "b", lock.DeleteOptions{Force: true}); err != nil {
 		t.Errorf("Delete locked with force: %v", err)
 	}
 	within(t, m.Done(), 10*time.Second, "holder told of forced delete")
@@ -519,7 +523,7 @@ func TestNonMutexLeaseUntouched(t *testing.T) {
 			"Get":         func() error { _, err := c.Get(short(), ns, name); return err },
 			"Create":      func() error { _, _, err := c.Create(short(), ns, name, lock.CreateOptions{}); return err },
 			"ForceUnlock": func() error { _, err := c.ForceUnlock(short(), ns, name); return err },
-			"Delete":      func() error { return c.Delete(short(), ns, name, lock.DeleteOptions{Force: true}) },
+			"Delete":      func() error { _, err := c.Delete(short(), ns, name, lock.DeleteOptions{Force: true}); return err },
 			"With":        func() error { return m.With(short(), func(context.Context) error { return nil }) },
 		}
 		for op, f := range ops {
@@ -596,7 +600,7 @@ func TestLockCreatesAndRBAC(t *testing.T) {
 		if err := m.Unlock(t.Context()); err != nil {
 			t.Errorf("Unlock: %v", err)
 		}
-		if err := full.Delete(t.Context(), ns, "full", lock.DeleteOptions{}); err != nil {
+		if _, err := full.Delete(t.Context(), ns, "full", lock.DeleteOptions{}); err != nil {
 			t.Errorf("Delete: %v", err)
 		}
 	})

@@ -14,6 +14,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/selection"
 	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
@@ -172,12 +173,12 @@ func (c *Client) expired(r *record, firstSeen time.Time) bool {
 }
 
 // get reads a mutex Lease and decodes it. A missing Lease is
-// (nil, nil-record, error wrapping ErrNotFound).
+// (nil, *NotFoundError).
 func (c *Client) get(ctx context.Context, namespace, name string) (*record, error) {
 	l, err := c.leases.Leases(namespace).Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
 		if apierrors.IsNotFound(err) {
-			return nil, fmt.Errorf("mutex %s/%s: %w", namespace, name, ErrNotFound)
+			return nil, &NotFoundError{Namespace: namespace, Name: name}
 		}
 		return nil, apiError("get", namespace, name, err)
 	}
@@ -307,36 +308,74 @@ func (c *Client) Get(ctx context.Context, namespace, name string) (Status, error
 	return r.status(c.expired(r, seen)), nil
 }
 
+// ListOption configures List.
+type ListOption func(*listOptions)
+
+type listOptions struct {
+	selector labels.Selector
+}
+
+// WithLabelSelector narrows List to the mutex Leases whose labels also
+// match sel (as kubectl's -l). The mutex label itself is always required.
+func WithLabelSelector(sel labels.Selector) ListOption {
+	return func(o *listOptions) { o.selector = sel }
+}
+
 // List returns the mutexes in namespace, or in all namespaces when namespace
-// is empty, sorted by namespace and name. Leases that carry the mutex label
-// but are not valid mutexes are left out (and logged).
-func (c *Client) List(ctx context.Context, namespace string) ([]Status, error) {
+// is empty, sorted by namespace and name. A Lease that carries the mutex
+// label but cannot be read as a mutex (garbled or missing konlease
+// annotations) is not left out: it is listed with Phase PhaseInvalid, its
+// Reason saying why, so that an operator sees it; like every Lease that is
+// not a mutex, it is never modified.
+func (c *Client) List(ctx context.Context, namespace string, opts ...ListOption) ([]Status, error) {
 	if namespace != "" {
 		if err := ValidateNamespace(namespace); err != nil {
 			return nil, err
 		}
 	}
-	sel := labels.SelectorFromSet(labels.Set{LabelKind: KindMutex}).String()
+	var o listOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	kind, err := labels.NewRequirement(LabelKind, selection.Equals, []string{KindMutex})
+	if err != nil {
+		return nil, invalid(fmt.Errorf("mutex label selector: %w", err))
+	}
+	sel := labels.NewSelector()
+	if o.selector != nil {
+		reqs, selectable := o.selector.Requirements()
+		if !selectable {
+			return []Status{}, nil // labels.Nothing(): matches no Lease
+		}
+		sel = sel.Add(reqs...)
+	}
+	sel = sel.Add(*kind)
 	var out []Status
-	opts := metav1.ListOptions{LabelSelector: sel, Limit: listPageSize}
+	lopts := metav1.ListOptions{LabelSelector: sel.String(), Limit: listPageSize}
 	for {
 		seen := c.clock.Now()
-		list, err := c.leases.Leases(namespace).List(ctx, opts)
+		list, err := c.leases.Leases(namespace).List(ctx, lopts)
 		if err != nil {
-			return nil, apiError("list", namespace, "*", err)
+			return nil, listError(namespace, err)
 		}
 		for i := range list.Items {
-			r, err := decode(&list.Items[i])
-			if err != nil {
-				c.log.V(1).Info("skipping labelled lease that is not a mutex", "namespace", list.Items[i].Namespace, "name", list.Items[i].Name, "reason", err.Error())
+			l := &list.Items[i]
+			r, err := decode(l)
+			var nm *NotMutexError
+			if errors.As(err, &nm) {
+				c.log.V(1).Info("labelled lease is not a valid mutex", "namespace", l.Namespace, "name", l.Name, "reason", nm.Reason)
+				out = append(out, Status{Namespace: l.Namespace, Name: l.Name, Phase: PhaseInvalid, Reason: nm.Reason, ResourceVersion: l.ResourceVersion})
 				continue
+			}
+			if err != nil {
+				return nil, err
 			}
 			out = append(out, r.status(c.expired(r, seen)))
 		}
 		if list.Continue == "" {
 			break
 		}
-		opts.Continue = list.Continue
+		lopts.Continue = list.Continue
 	}
 	slices.SortFunc(out, func(a, b Status) int {
 		if n := strings.Compare(a.Namespace, b.Namespace); n != 0 {
@@ -347,6 +386,17 @@ func (c *Client) List(ctx context.Context, namespace string) ([]Status, error) {
 	return out, nil
 }
 
+// listError explains a failed List. Listing in all namespaces is a
+// cluster-wide request: a Role grants verbs in its own namespace only, so
+// an RBAC refusal there needs a ClusterRole, which a Role-minded hint would
+// not say.
+func listError(namespace string, err error) error {
+	if namespace == "" && apierrors.IsForbidden(err) {
+		return fmt.Errorf("not allowed to list leases.coordination.k8s.io in all namespaces: that needs a ClusterRole granting the \"list\" verb on leases, bound to this identity with a ClusterRoleBinding (a Role grants verbs in its own namespace only); list one namespace instead: %w", err)
+	}
+	return apiError("list", namespace, "*", err)
+}
+
 // DeleteOptions configure Delete.
 type DeleteOptions struct {
 	// Force deletes a locked mutex. Its holder learns it lost the lock
@@ -355,33 +405,37 @@ type DeleteOptions struct {
 	Force bool
 }
 
-// Delete deletes the mutex namespace/name. It refuses a locked mutex unless
-// opts.Force is set, and always refuses a Lease that is not a mutex.
-func (c *Client) Delete(ctx context.Context, namespace, name string, opts DeleteOptions) error {
+// Delete deletes the mutex namespace/name and returns its status as it was
+// deleted: with opts.Force, Holder is whom it evicted (empty if nobody held
+// it). It refuses a locked mutex unless opts.Force is set (a holder whose
+// TTL has run out does not count), and always refuses a Lease that is not a
+// mutex.
+func (c *Client) Delete(ctx context.Context, namespace, name string, opts DeleteOptions) (Status, error) {
 	if err := validateRef(namespace, name); err != nil {
-		return err
+		return Status{}, err
 	}
 	for {
 		seen := c.clock.Now()
 		r, err := c.get(ctx, namespace, name)
 		if err != nil {
-			return err
+			return Status{}, err
 		}
-		if r.held() && !opts.Force && !c.expired(r, seen) {
-			return fmt.Errorf("refusing to delete a locked mutex (use force): %w", r.lockedError(nil))
+		expired := c.expired(r, seen)
+		if r.held() && !opts.Force && !expired {
+			return Status{}, fmt.Errorf("refusing to delete a locked mutex (use force): %w", r.lockedError(nil))
 		}
 		pre := metav1.Preconditions{UID: &r.lease.UID, ResourceVersion: &r.lease.ResourceVersion}
 		err = c.leases.Leases(namespace).Delete(ctx, name, metav1.DeleteOptions{Preconditions: &pre})
 		switch {
 		case err == nil:
 			c.log.V(1).Info("deleted mutex", "namespace", namespace, "name", name, "holder", r.holder)
-			return nil
+			return r.status(expired), nil
 		case apierrors.IsConflict(err):
 			continue // changed since we read it: decide again
 		case apierrors.IsNotFound(err):
-			return fmt.Errorf("mutex %s/%s: %w", namespace, name, ErrNotFound)
+			return Status{}, &NotFoundError{Namespace: namespace, Name: name}
 		default:
-			return apiError("delete", namespace, name, err)
+			return Status{}, apiError("delete", namespace, name, err)
 		}
 	}
 }
@@ -412,7 +466,7 @@ func (c *Client) ForceUnlock(ctx context.Context, namespace, name string) (Statu
 		case apierrors.IsConflict(err):
 			continue
 		case apierrors.IsNotFound(err):
-			return Status{}, fmt.Errorf("mutex %s/%s: %w", namespace, name, ErrNotFound)
+			return Status{}, &NotFoundError{Namespace: namespace, Name: name}
 		default:
 			return Status{}, apiError("update", namespace, name, err)
 		}

@@ -68,6 +68,17 @@
 // the fencing token: it strictly increases with every acquisition over the
 // mutex's life (deleting and re-creating a mutex starts it again at 1).
 //
+// # Outages
+//
+// Lock, TryLock and Unlock retry transient failures (connection refused or
+// reset, timeouts, 429, 5xx) with exponential backoff, until their
+// context's deadline or, without one, for the retry timeout
+// (DefaultRetryTimeout) of consecutive failures. An acquiring write whose
+// answer was lost is settled by reading the Lease back; if Lock gives up
+// first, what that write may have taken is released again. While Unlock
+// retries, the hold's keeper goes on renewing it, so Done still closes in
+// time if the outage outlasts the TTL.
+//
 // # Waiting
 //
 // Lock waits by watching the single Lease from the version it read, so an

@@ -28,7 +28,8 @@ var (
 	// malformed. Such a Lease is never modified. The error is a
 	// *NotMutexError that says why.
 	ErrNotMutex = errors.New("lease is not a konlease mutex")
-	// ErrNotFound means the mutex does not exist.
+	// ErrNotFound means the mutex does not exist. The error is a
+	// *NotFoundError that names the mutex.
 	ErrNotFound = errors.New("mutex not found")
 	// ErrTTLConflict means Create found the mutex with another TTL.
 	ErrTTLConflict = errors.New("mutex exists with a different TTL")
@@ -157,6 +158,21 @@ func (e *NotMutexError) Error() string {
 
 // Is makes errors.Is(err, ErrNotMutex) true.
 func (e *NotMutexError) Is(target error) bool { return target == ErrNotMutex }
+
+// NotFoundError reports that the mutex namespace/name does not exist. It
+// matches ErrNotFound with errors.Is. Its message names the mutex once:
+// "mutex ns/x not found".
+type NotFoundError struct {
+	Namespace string
+	Name      string
+}
+
+func (e *NotFoundError) Error() string {
+	return fmt.Sprintf("mutex %s/%s not found", e.Namespace, e.Name)
+}
+
+// Is makes errors.Is(err, ErrNotFound) true.
+func (e *NotFoundError) Is(target error) bool { return target == ErrNotFound }
 
 // invalidError marks an error from another package (such as ttl) as an
 // invalid argument too, keeping its own message and chain.

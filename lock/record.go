@@ -55,6 +55,11 @@ const (
 	// PhaseExpired means the Lease still names a holder but its TTL has run
 	// out, so anyone may take the mutex over.
 	PhaseExpired Phase = "Expired"
+	// PhaseInvalid means the Lease carries the mutex label but cannot be
+	// read as a mutex (its konlease annotations are missing or garbled);
+	// Status.Reason says why. Only List reports it: such a Lease is never
+	// modified, and every other call refuses it with a *NotMutexError.
+	PhaseInvalid Phase = "Invalid"
 )
 
 // Status is a mutex as users see it.
@@ -83,6 +88,9 @@ type Status struct {
 	// acquisition took over because its TTL had run out; empty when the
 	// mutex was free.
 	TookOverFrom string
+	// Reason says why the Lease is not a valid mutex when Phase is
+	// PhaseInvalid; empty otherwise.
+	Reason string
 }
 
 // record is a mutex Lease, decoded.

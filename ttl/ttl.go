@@ -37,7 +37,8 @@ var bareNumber = regexp.MustCompile(`^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)$`)
 //
 // Input is taken literally: surrounding or embedded white space is an error,
 // not trimmed, and so is a number without a unit ("30"). Every error quotes
-// the input, states the rule it broke and wraps [ErrInvalid].
+// the input, states the rule it broke and wraps [ErrInvalid]; it is a
+// *[ParseError].
 func Parse(s string) (time.Duration, error) {
 	if s == "" {
 		return 0, invalidString(s, `empty; want a duration such as "30s", "5m" or "1h30m"`)
@@ -91,8 +92,27 @@ func rangeProblem(d time.Duration) string {
 	return ""
 }
 
+// ParseError is the error of [Parse]: the input and the rule it broke,
+// apart, so that a caller can name where the input came from ("invalid
+// --ttl "0": is zero; ...") without repeating "invalid TTL". It matches
+// [ErrInvalid] with errors.Is.
+type ParseError struct {
+	// Input is the string given to Parse.
+	Input string
+	// Reason states the rule Input broke, and a fix where there is one.
+	Reason string
+}
+
+// Error reads `invalid TTL "INPUT": REASON`.
+func (e *ParseError) Error() string {
+	return fmt.Sprintf("%s %q: %s", ErrInvalid, e.Input, e.Reason)
+}
+
+// Is makes errors.Is(err, ErrInvalid) true.
+func (e *ParseError) Is(target error) bool { return target == ErrInvalid }
+
 func invalidString(s, reason string) error {
-	return fmt.Errorf("%w %q: %s", ErrInvalid, s, reason)
+	return &ParseError{Input: s, Reason: reason}
 }
 
 // Format returns the canonical annotation value for d, which is d.String().

@@ -2,6 +2,7 @@ package ttl
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -85,6 +86,14 @@ func TestParseInvalid(t *testing.T) {
 			}
 			if !strings.Contains(err.Error(), tt.fragment) {
 				t.Errorf("Parse(%q) error = %q, want it to contain %q", tt.in, err, tt.fragment)
+			}
+			// The parts, for callers that name the input's source
+			// themselves: the message is exactly "invalid TTL", the quoted
+			// input and the reason.
+			var pe *ParseError
+			if !errors.As(err, &pe) || pe.Input != tt.in || pe.Reason == "" ||
+				err.Error() != fmt.Sprintf("invalid TTL %q: %s", tt.in, pe.Reason) {
+				t.Errorf("Parse(%q) error %#v: want a *ParseError of the input and its reason", tt.in, err)
 			}
 			if got != 0 {
 				t.Errorf("Parse(%q) returned %v with an error, want 0", tt.in, got)

@@ -137,6 +137,8 @@ func Message(err error, host string) string {
 		where += " at " + host
 	}
 	switch {
+	case apierrors.IsForbidden(err) && strings.Contains(msg, "ClusterRole"):
+		return msg // the Role of examples/rbac cannot grant it
 	case apierrors.IsForbidden(err):
 		return msg + "; " + rbacHint
 	case apierrors.IsUnauthorized(err):

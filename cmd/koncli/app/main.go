@@ -32,6 +32,12 @@ var version string
 // command.
 const PluginName = "kubectl-mutex"
 
+// PluginCompletionName is the executable name under which koncli completes
+// the command line of "kubectl mutex": kubectl runs kubectl_complete-mutex
+// with the plugin's arguments (the last one being the word to complete)
+// when the shell asks it to complete "kubectl mutex ...".
+const PluginCompletionName = "kubectl_complete-mutex"
+
 // Main runs koncli with the process's arguments and streams, and exits.
 func Main() {
 	streams := genericiooptions.IOStreams{In: os.Stdin, Out: os.Stdout, ErrOut: os.Stderr}
@@ -50,16 +56,22 @@ func Run(ctx context.Context, argv []string, streams genericiooptions.IOStreams)
 func run(ctx context.Context, argv []string, streams genericiooptions.IOStreams, f *cmdutil.Factory) int {
 	f.UserAgent = "koncli/" + versioncmd.String(version)
 	var root *cobra.Command
-	if len(argv) > 0 && IsPlugin(argv[0]) {
+	args := []string{}
+	if len(argv) > 0 {
+		args = argv[1:]
+	}
+	switch {
+	case len(argv) > 0 && IsPluginCompletion(argv[0]):
+		// cobra's hidden __complete command prints the candidates and the
+		// directive line, the format kubectl reads from it.
 		root = NewPluginCommand(streams, f)
-	} else {
+		args = append([]string{cobra.ShellCompRequestCmd}, args...)
+	case len(argv) > 0 && IsPlugin(argv[0]):
+		root = NewPluginCommand(streams, f)
+	default:
 		root = NewRootCommand(streams, f)
 	}
-	if len(argv) > 0 {
-		root.SetArgs(argv[1:])
-	} else {
-		root.SetArgs([]string{})
-	}
+	root.SetArgs(args)
 	cmd, err := root.ExecuteContextC(ctx)
 	if err == nil {
 		return ExitOK
@@ -86,9 +98,14 @@ func run(ctx context.Context, argv []string, streams genericiooptions.IOStreams,
 }
 
 // IsPlugin reports whether koncli was invoked as the kubectl plugin.
-func IsPlugin(argv0 string) bool {
-	base := strings.TrimSuffix(filepath.Base(argv0), ".exe")
-	return base == PluginName
+func IsPlugin(argv0 string) bool { return invokedAs(argv0) == PluginName }
+
+// IsPluginCompletion reports whether koncli was invoked as the kubectl
+// plugin's completion executable.
+func IsPluginCompletion(argv0 string) bool { return invokedAs(argv0) == PluginCompletionName }
+
+func invokedAs(argv0 string) string {
+	return strings.TrimSuffix(filepath.Base(argv0), ".exe")
 }
 
 // NewRootCommand returns the koncli command.
@@ -100,7 +117,9 @@ func NewRootCommand(streams genericiooptions.IOStreams, f *cmdutil.Factory) *cob
 
 Run 'koncli mutex --help' for the mutex commands. As a kubectl plugin:
 link or copy koncli to kubectl-mutex in the PATH; then 'kubectl mutex lock
-NAME' works, with the same flags.`,
+NAME' works, with the same flags. Link it as kubectl_complete-mutex too,
+and kubectl's shell completion completes 'kubectl mutex ...' (commands,
+flags, mutex and namespace names).`,
 		Example: `  koncli mutex create critical-section --ttl 5m
   koncli mutex lock critical-section --holder worker-1 --timeout 30s
   koncli mutex unlock critical-section --holder worker-1
@@ -182,6 +201,7 @@ func setup(root *cobra.Command, streams genericiooptions.IOStreams, f *cmdutil.F
 		return cmdutil.AsUsage(err)
 	})
 	f.AddFlags(root.PersistentFlags())
+	cmdutil.RegisterFlagCompletions(root, f)
 	root.SetUsageTemplate(strings.TrimRight(root.UsageTemplate(), "\n") +
 		`{{with index .Annotations "` + exitStatusAnnotation + `"}}
 

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -155,10 +156,10 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"mutex", "lock", "Bad_Name"}, `invalid mutex name "Bad_Name"`, "koncli mutex lock"},
 		{[]string{"mutex", "lock", "x", "--timeout", "abc"}, `invalid --timeout "abc": not a Go duration`, "koncli mutex lock"},
 		{[]string{"mutex", "lock", "x", "--timeout", "-1s"}, `must not be negative`, "koncli mutex lock"},
-		{[]string{"mutex", "lock", "x", "--ttl", "500ms"}, `invalid TTL "500ms": below the minimum of 1s`, "koncli mutex lock"},
-		{[]string{"mutex", "create", "x", "--ttl", "0"}, `invalid TTL "0": is zero`, "koncli mutex create"},
-		{[]string{"mutex", "create", "x", "--ttl", "-1s"}, `invalid TTL "-1s": is negative`, "koncli mutex create"},
-		{[]string{"mutex", "create", "x", "--ttl", "abc"}, `invalid TTL "abc": not a Go duration`, "koncli mutex create"},
+		{[]string{"mutex", "lock", "x", "--ttl", "500ms"}, `invalid --ttl "500ms": below the minimum of 1s`, "koncli mutex lock"},
+		{[]string{"mutex", "create", "x", "--ttl", "0"}, `invalid --ttl "0": is zero`, "koncli mutex create"},
+		{[]string{"mutex", "create", "x", "--ttl", "-1s"}, `invalid --ttl "-1s": is negative`, "koncli mutex create"},
+		{[]string{"mutex", "create", "x", "--ttl", "abc"}, `invalid --ttl "abc": not a Go duration`, "koncli mutex create"},
 		{[]string{"mutex", "create", "x", "--ttl", "100000h"}, `above the maximum`, "koncli mutex create"},
 		{[]string{"mutex", "lock", "x", "--holder", " padded"}, `leading or trailing white space`, "koncli mutex lock"},
 		{[]string{"mutex", "unlock", "x", "--holder", "h", "--force"}, `takes no --holder`, "koncli mutex unlock"},
@@ -167,7 +168,12 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"mutex", "run", "--", "true"}, `needs NAME before --`, "koncli mutex run"},
 		{[]string{"mutex", "run", "x", "--grace-period", "soon", "--", "true"}, `invalid --grace-period "soon"`, "koncli mutex run"},
 		{[]string{"mutex", "list", "-o", "xml"}, `invalid -o "xml"`, "koncli mutex list"},
-		{[]string{"mutex", "get", "x", "-o", "wide"}, `invalid -o "wide"`, "koncli mutex get"},
+		{[]string{"mutex", "get", "x", "-o", "table"}, `invalid -o "table": want one of json, yaml`, "koncli mutex get"},
+		{[]string{"mutex", "get", "x", "-o", "jsonpath={.status"}, `invalid -o "jsonpath={.status": error parsing jsonpath`, "koncli mutex get"},
+		{[]string{"mutex", "list", "-l", "a=b=c"}, `invalid -l "a=b=c"`, "koncli mutex list"},
+		{[]string{"mutex", "get"}, `needs NAME`, "koncli mutex get"},
+		{[]string{"mutex", "delete", "ok", "Bad_Name"}, `invalid mutex name "Bad_Name"`, "koncli mutex delete"},
+		{[]string{"mutex", "create", "x", "--update"}, `--update changes the TTL to the one --ttl gives`, "koncli mutex create"},
 		{[]string{"mutex", "list", "-n", "Bad_NS"}, `invalid namespace "Bad_NS"`, "koncli mutex list"},
 		{[]string{"completion", "tcsh"}, `unknown shell "tcsh"`, "koncli completion"},
 	} {
@@ -217,7 +223,7 @@ func TestCommandsOnFakeClientset(t *testing.T) {
 		{[]string{"mutex", "delete", "m"}, 1, "", "refusing to delete a locked mutex"},
 		{[]string{"mutex", "get", "m", "-o", "json"}, 0, `"holder": "w1"`, ""},
 		{[]string{"mutex", "get", "m"}, 0, "holder: w1\n", ""},
-		{[]string{"mutex", "list"}, 0, "NAME   HOLDER   PHASE    TTL    LOCKED-AT   EXPIRES-AT\nm      w1       Locked   5m0s   ", ""},
+		{[]string{"mutex", "list"}, 0, "NAME   HOLDER   PHASE    TTL    LOCKED   EXPIRES\nm      w1       Locked   5m0s   ", ""},
 		{[]string{"mutex", "list", "-o", "name"}, 0, "m\n", ""},
 		{[]string{"mutex", "list", "-A", "-o", "name"}, 0, "unit/m\n", ""},
 		{[]string{"mutex", "unlock", "m", "--holder", "w2"}, 1, "", `(it is held by "w1")`},
@@ -246,22 +252,27 @@ func TestListJSONShape(t *testing.T) {
 		t.Fatalf("create: %+v", r)
 	}
 	r := koncli(t, cs, "mutex", "list", "-o", "json", "--kubeconfig", kc)
-	var got map[string][]map[string]any
+	var got struct {
+		APIVersion string           `json:"apiVersion"`
+		Kind       string           `json:"kind"`
+		Items      []map[string]any `json:"items"`
+	}
 	if err := json.Unmarshal([]byte(r.stdout), &got); err != nil {
 		t.Fatalf("list -o json: %v\n%s", err, r.stdout)
 	}
-	want := map[string]any{"name": "a", "namespace": "unit", "phase": "Unlocked"}
-	if len(got["items"]) != 1 || len(got["items"][0]) != len(want) {
-		t.Fatalf("list -o json = %s, want one item with exactly %v", r.stdout, want)
+	want := map[string]any{
+		"apiVersion": "konlease.io/v1alpha1",
+		"kind":       "Mutex",
+		"metadata":   map[string]any{"name": "a", "namespace": "unit"},
+		"spec":       map[string]any{},
+		"status":     map[string]any{"phase": "Unlocked"},
 	}
-	for k, v := range want {
-		if got["items"][0][k] != v {
-			t.Errorf("item[%q] = %v, want %v", k, got["items"][0][k], v)
-		}
+	if got.APIVersion != "v1" || got.Kind != "List" || len(got.Items) != 1 || !reflect.DeepEqual(got.Items[0], want) {
+		t.Fatalf("list -o json = %s, want a List of exactly %v", r.stdout, want)
 	}
-	// No mutexes: still an object with an empty list, for jq.
+	// No mutexes: still a List with an empty items, for jq.
 	r = koncli(t, fake.NewClientset(), "mutex", "list", "-o", "json", "--kubeconfig", kc)
-	if strings.TrimSpace(r.stdout) != "{\n  \"items\": []\n}" {
+	if err := json.Unmarshal([]byte(r.stdout), &got); err != nil || got.Items == nil || len(got.Items) != 0 {
 		t.Errorf("empty list -o json = %q", r.stdout)
 	}
 }

@@ -2,7 +2,7 @@
 // background for trying konlease by hand (make up / make down).
 //
 //	controlplane up      start, detached; prints export KUBECONFIG=...
-//	controlplane status  show the processes; exit 1 unless the API is ready
+//	controlplane status  show the processes; exit 1 if they run but the API is not ready
 //	controlplane down    stop the processes and remove the state
 //
 // State (pids, logs, etcd data, certificates, the admin kubeconfig) lives in
@@ -12,8 +12,8 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"io"
 	"log"
 	"os"
 	"os/signal"
@@ -48,7 +48,7 @@ func main() {
 	case "down":
 		err = down(dir)
 	case "status":
-		err = status(ctx, dir)
+		err = status(ctx, dir, os.Stdout)
 	default:
 		fmt.Fprintln(os.Stderr, usage)
 		os.Exit(2)
@@ -113,13 +113,17 @@ func down(dir string) error {
 	return nil
 }
 
-func status(ctx context.Context, dir string) error {
+// status reports on the control plane in dir to w. Nothing running is an
+// answer, not a failure (make would print "Error 1" after it); one that
+// runs but does not answer is.
+func status(ctx context.Context, dir string, w io.Writer) error {
 	exists, err := harness.StateExists(dir)
 	if err != nil {
 		return err
 	}
 	if !exists {
-		return errors.New("not running (make up)")
+		_, err := fmt.Fprintln(w, `No control plane is running. Start one with: eval "$(make -s up)"`)
+		return err
 	}
 	env, err := harness.Attach(dir, opts)
 	if err != nil {
@@ -130,12 +134,12 @@ func status(ctx context.Context, dir string) error {
 		if c.Running {
 			state = fmt.Sprintf("running, pid %d", c.PID)
 		}
-		fmt.Printf("%-15s %s (log %s)\n", c.Name, state, c.LogPath)
+		fmt.Fprintf(w, "%-15s %s (log %s)\n", c.Name, state, c.LogPath)
 	}
 	if err := ready(ctx, env); err != nil {
 		return fmt.Errorf("API not ready: %w", err)
 	}
-	fmt.Printf("%-15s ready at %s\n", "API", env.Config().Host)
+	fmt.Fprintf(w, "%-15s ready at %s\n", "API", env.Config().Host)
 	printExport(env)
 	return nil
 }

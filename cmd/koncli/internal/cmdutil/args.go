@@ -81,12 +81,18 @@ func ParseDuration(flag, s string) (time.Duration, error) {
 	return d, nil
 }
 
-// ParseTTL parses --ttl with the TTL rules of package ttl (1s to one year),
-// whose errors quote the input and state the rule.
+// ParseTTL parses --ttl with the TTL rules of package ttl (1s to one year).
+// The error names the flag, quotes the input and states the rule, as
+// ParseTimeout's do: `invalid --ttl "0": is zero; ...`; it still matches
+// ttl.ErrInvalid.
 func ParseTTL(s string) (time.Duration, error) {
 	d, err := ttl.Parse(s)
 	if err != nil {
-		return 0, Usagef("invalid --ttl: %w", err)
+		var pe *ttl.ParseError
+		if errors.As(err, &pe) {
+			return 0, AsUsage(&MessageError{Msg: fmt.Sprintf("invalid --ttl %q: %s", pe.Input, pe.Reason), Err: err})
+		}
+		return 0, Usagef("invalid --ttl %q: %w", s, err)
 	}
 	return d, nil
 }
@@ -162,3 +168,9 @@ func Ref(namespace, name string) string { return namespace + "/" + name }
 
 // FormatTime formats a time for people and scripts alike: RFC 3339 in UTC.
 func FormatTime(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+
+// HoldDescription names a mutex's holder and its hold for messages about
+// an eviction: `"w1" (token 3, locked at 2026-01-02T03:04:05Z)`.
+func HoldDescription(st lock.Status) string {
+	return fmt.Sprintf("%q (token %d, locked at %s)", st.Holder, st.Token, FormatTime(st.LockedAt))
+}

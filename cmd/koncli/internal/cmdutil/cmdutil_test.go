@@ -25,91 +25,6 @@ var (
 	expired = lock.Status{Namespace: "other", Name: "stale", Holder: "dead-pod", Phase: lock.PhaseExpired, LockedAt: t0.Add(-time.Hour), ExpiresAt: t0.Add(-50 * time.Minute), TTL: 10 * time.Minute, Token: 9}
 )
 
-func TestWriteTable(t *testing.T) {
-	now := t0.Add(5 * time.Minute)
-	items := []lock.Status{locked, noTTL, free, expired}
-	for _, tc := range []struct {
-		name string
-		opts TableOptions
-		want string
-	}{
-		{"default", TableOptions{}, `
-NAME               HOLDER        PHASE      TTL      LOCKED-AT   EXPIRES-AT
-critical-section   pod-abc-123   Locked     10m0s    5m          in 5m
-db-migration       worker-1      Locked     <none>   125m        <none>
-idle               <none>        Unlocked   30s      <none>      <none>
-stale              dead-pod      Expired    10m0s    65m         55m ago
-`},
-		{"wide, all namespaces", TableOptions{AllNamespaces: true, Wide: true}, `
-NAMESPACE   NAME               HOLDER        PHASE      TTL      LOCKED-AT   EXPIRES-AT   TOKEN
-ns          critical-section   pod-abc-123   Locked     10m0s    5m          in 5m        7
-ns          db-migration       worker-1      Locked     <none>   125m        <none>       3
-other       idle               <none>        Unlocked   30s      <none>      <none>       2
-other       stale              dead-pod      Expired    10m0s    65m         55m ago      9
-`},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			var buf bytes.Buffer
-			if err := WriteTable(&buf, items, tc.opts, now); err != nil {
-				t.Fatal(err)
-			}
-			if got, want := buf.String(), strings.TrimPrefix(tc.want, "\n"); got != want {
-				t.Errorf("table:\n got:\n%s\nwant:\n%s", got, want)
-			}
-		})
-	}
-}
-
-func TestWriteObject(t *testing.T) {
-	var buf bytes.Buffer
-	if err := WriteObject(&buf, "yaml", View(locked)); err != nil {
-		t.Fatal(err)
-	}
-	want := `expiresAt: "2024-01-01T12:10:00Z"
-holder: pod-abc-123
-lockedAt: "2024-01-01T12:00:00Z"
-name: critical-section
-namespace: ns
-phase: Locked
-token: 7
-ttl: 10m0s
-`
-	if buf.String() != want {
-		t.Errorf("yaml:\n got:\n%s\nwant:\n%s", buf.String(), want)
-	}
-	buf.Reset()
-	if err := WriteObject(&buf, "json", View(free)); err != nil {
-		t.Fatal(err)
-	}
-	// Unlocked: no holder, lockedAt, expiresAt.
-	wantJSON := `{
-  "name": "idle",
-  "namespace": "other",
-  "ttl": "30s",
-  "phase": "Unlocked",
-  "token": 2
-}
-`
-	if buf.String() != wantJSON {
-		t.Errorf("json:\n got:\n%s\nwant:\n%s", buf.String(), wantJSON)
-	}
-	// Local times print in UTC.
-	local := locked
-	local.LockedAt = t0.In(time.FixedZone("X", 3600))
-	if got := View(local).LockedAt; got != "2024-01-01T12:00:00Z" {
-		t.Errorf("lockedAt = %q, want UTC", got)
-	}
-}
-
-func TestWriteNames(t *testing.T) {
-	var buf bytes.Buffer
-	_ = WriteNames(&buf, []lock.Status{locked, free}, false)
-	_ = WriteNames(&buf, []lock.Status{locked, free}, true)
-	if want := "critical-section\nidle\nns/critical-section\nother/idle\n"; buf.String() != want {
-		t.Errorf("names = %q, want %q", buf.String(), want)
-	}
-}
-
 func TestAgeAndUntil(t *testing.T) {
 	for _, tc := range []struct{ got, want string }{
 		{Age(time.Time{}, t0), "<none>"},
@@ -150,9 +65,17 @@ func TestParseTTL(t *testing.T) {
 	}
 	for _, in := range []string{"0", "-1s", "abc", "500ms", "100000h", "30", " 5m"} {
 		_, err := ParseTTL(in)
-		if !IsUsage(err) || !errors.Is(err, ttl.ErrInvalid) || !strings.Contains(err.Error(), `"`+in+`"`) {
-			t.Errorf("ParseTTL(%q) = %v, want a usage error quoting the input", in, err)
+		if !IsUsage(err) || !errors.Is(err, ttl.ErrInvalid) || !strings.HasPrefix(err.Error(), `invalid --ttl "`+in+`": `) {
+			t.Errorf("ParseTTL(%q) = %v, want a usage error naming the flag and quoting the input", in, err)
 		}
+		// Said once: not "invalid --ttl: invalid TTL ...".
+		if n := strings.Count(strings.ToLower(err.Error()), "invalid"); n != 1 {
+			t.Errorf("ParseTTL(%q) = %q says \"invalid\" %d times", in, err, n)
+		}
+	}
+	_, err := ParseTTL("0")
+	if want := `invalid --ttl "0": is zero; a TTL must be at least 1s`; err == nil || err.Error() != want {
+		t.Errorf("ParseTTL(0) = %v, want %q", err, want)
 	}
 }
 

@@ -16,9 +16,20 @@ func NewCommand(streams genericiooptions.IOStreams, root func() *cobra.Command) 
 		Use:   "completion bash|zsh|fish",
 		Short: "Print a shell completion script",
 		Long: `Print a script that makes the shell complete koncli's commands, flags and
-mutex names. Mutex names are read from the cluster (the mutexes in the
-namespace that -n, --context, ... select) when you press TAB; if the
-cluster cannot be reached there are simply no suggestions.
+their values: mutex names and -n namespaces are read from the cluster
+(the mutexes in the namespace that -n, --context, ... select) when you
+press TAB, --context, --cluster and --user from the kubeconfig, -o with
+the output formats. If the cluster cannot be reached there are simply no
+suggestions.
+
+bash needs the bash-completion package (version 2: 'apt-get install
+bash-completion', 'dnf install bash-completion', 'brew install
+bash-completion@2'), loaded in ~/.bashrc; zsh and fish need nothing more.
+
+As a kubectl plugin, koncli completes through kubectl's own completion:
+link koncli as kubectl_complete-mutex in the PATH (make build puts that
+link in bin/), and 'kubectl mutex <TAB>' completes as 'koncli mutex <TAB>'
+does.
 
 Exit status:
   0  printed
@@ -26,8 +37,11 @@ Exit status:
 		Example: `  # bash, for this shell
   source <(koncli completion bash)
 
-  # bash, for every shell (needs the bash-completion package)
+  # bash, for every shell
   koncli completion bash > /etc/bash_completion.d/koncli
+
+  # kubectl mutex <TAB>, with kubectl's completion loaded
+  ln -s koncli "$(dirname "$(command -v koncli)")/kubectl_complete-mutex"
 
   # zsh
   koncli completion zsh > "${fpath[1]}/_koncli"

@@ -13,6 +13,9 @@ import (
 	"github.com/konlease/konlease/ttl"
 )
 
+// noTTL is the --ttl value that asks for no TTL explicitly.
+const noTTL = "none"
+
 type flagpole struct {
 	ttl    string
 	update bool
@@ -37,8 +40,10 @@ from 1s to 8760h (one year): "30s", "5m", "1h30m".
 Creating a mutex that exists with the same TTL succeeds and changes
 nothing, so create is safe in scripts and init containers. If it exists
 with another TTL, create fails and changes nothing, unless --update is
-given: then the TTL is changed, but only while the mutex is unlocked (its
-holder renews on the TTL it locked with).
+given: then the TTL is changed to --ttl, but only while the mutex is
+unlocked (its holder renews on the TTL it locked with). --update needs
+--ttl, so that it never removes a TTL by omission: '--ttl none' removes it
+on purpose ('--ttl none' without --update is the same as no --ttl).
 
 A Lease of the same name that is not a mutex (a leader-election Lease, say)
 is never modified: create fails.
@@ -51,7 +56,8 @@ Exit status:
   1  error: it exists with another TTL (without --update), it is locked
      (with --update), the Lease is not a mutex, or the API server refused
      or could not be reached
-  2  usage error: invalid NAME, --ttl or flags; nothing was sent`,
+  2  usage error: invalid NAME or --ttl, --update without --ttl;
+     nothing was sent`,
 		Example: `  # Create a mutex without TTL (it is unlocked only by unlock)
   koncli mutex create critical-section
 
@@ -61,6 +67,9 @@ Exit status:
   # Change the TTL of an existing, unlocked mutex
   koncli mutex create critical-section --ttl 10m --update
 
+  # Remove its TTL
+  koncli mutex create critical-section --ttl none --update
+
   # In another namespace
   koncli mutex create db-migration -n payments`,
 		Args:              cmdutil.ExactArgs("NAME"),
@@ -69,8 +78,8 @@ Exit status:
 			return runE(cmd, streams, f, flags, args[0])
 		},
 	}
-	cmd.Flags().StringVar(&flags.ttl, "ttl", "", `TTL of the mutex, a Go duration from 1s to 8760h ("30s", "5m"); default: no TTL`)
-	cmd.Flags().BoolVar(&flags.update, "update", false, "change the TTL of an existing mutex (only while it is unlocked)")
+	cmd.Flags().StringVar(&flags.ttl, "ttl", "", `TTL of the mutex, a Go duration from 1s to 8760h ("30s", "5m"), or "none"; default: no TTL`)
+	cmd.Flags().BoolVar(&flags.update, "update", false, "change the TTL of an existing mutex to --ttl (only while it is unlocked)")
 	return cmd
 }
 
@@ -79,7 +88,13 @@ func runE(cmd *cobra.Command, _ genericiooptions.IOStreams, f *cmdutil.Factory, 
 		return err
 	}
 	opts := lock.CreateOptions{UpdateTTL: flags.update}
-	if cmd.Flags().Changed("ttl") {
+	ttlSet := cmd.Flags().Changed("ttl")
+	if flags.update && !ttlSet {
+		// Without --ttl, --update would set "no TTL": a TTL dropped by
+		// omission is a crashed holder's lock that never runs out.
+		return cmdutil.Usagef("--update changes the TTL to the one --ttl gives: pass --ttl DURATION, or --ttl none to remove the TTL")
+	}
+	if ttlSet && flags.ttl != noTTL {
 		d, err := cmdutil.ParseTTL(flags.ttl)
 		if err != nil {
 			return err

@@ -2,72 +2,116 @@
 package get
 
 import (
+	"errors"
+	"time"
+
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
 	"github.com/konlease/konlease/cmd/koncli/internal/cmdutil"
+	"github.com/konlease/konlease/lock"
 )
 
 type flagpole struct {
-	output string
+	print *cmdutil.PrintFlags
 }
 
 // NewCommand returns the get command.
 func NewCommand(streams genericiooptions.IOStreams, f *cmdutil.Factory) *cobra.Command {
-	flags := &flagpole{}
+	flags := &flagpole{print: cmdutil.NewPrintFlags(cmdutil.FormatYAML)}
 	cmd := &cobra.Command{
-		Use:   "get NAME [-o yaml|json]",
-		Short: "Show the status of a mutex",
-		Long: `Print the status of the mutex NAME:
+		Use:   "get NAME... [-o FORMAT]",
+		Short: "Show the status of mutexes",
+		Long: `Print the mutex NAME (or each NAME), by default as YAML:
 
-  name       the mutex's name
-  namespace  its namespace
-  ttl        its TTL (absent: none)
-  holder     who holds it (absent: nobody)
-  phase      Locked, Unlocked, or Expired (the holder's TTL ran out: anyone
-             may take it over)
-  lockedAt   when the holder locked it
-  expiresAt  when the holder's TTL runs out unless renewed (only with a TTL)
-  token      the fencing token of the current or last acquisition (absent:
-             never locked)
+  apiVersion          konlease.io/v1alpha1
+  kind                Mutex
+  metadata.name       the mutex's name
+  metadata.namespace  its namespace
+  spec.ttl            its TTL (absent: none)
+  status.phase        Locked, Unlocked, or Expired (the holder's TTL ran
+                      out: anyone may take it over)
+  status.holder       who holds it (absent: nobody)
+  status.lockedAt     when the holder locked it
+  status.renewedAt    when the holder last renewed it
+  status.expiresAt    when the holder's TTL runs out unless renewed (only
+                      with a TTL)
+  status.token        the fencing token of the current or last acquisition
+                      (absent: never locked)
 
-Times are RFC 3339 in UTC. Fields without a value are left out. The default
-output is YAML; -o json prints the same object as JSON.
+Times are RFC 3339 in UTC, as kubectl prints them. Fields without a value
+are left out; keys come in alphabetical order, in JSON as in YAML. This is
+the shape of the original Mutex resource, but no API server serves it:
+koncli computes it from the mutex's Lease.
+
+Several NAMEs print a List of them (as kubectl get does), in the order
+given; the ones that do not exist are reported after the others are
+printed. -o json, kyaml, jsonpath=TEMPLATE, go-template=TEMPLATE and
+custom-columns=SPEC work as in kubectl; -o wide prints the table of
+'koncli mutex list -o wide'; -o name prints the names.
 
 Exit status:
   0  printed
-  1  error: the mutex does not exist, the Lease is not a mutex, RBAC
-     refused, the API server could not be reached, ...
-  2  usage error: invalid NAME or -o; nothing was sent`,
+  1  error: a mutex does not exist, the Lease is not a mutex, RBAC
+     refused, the API server could not be reached, a template failed, ...
+     (the others were printed)
+  2  usage error: invalid NAME, -o or template; nothing was sent`,
 		Example: `  # Who holds it, and until when
   koncli mutex get critical-section
 
-  # For a script
-  koncli mutex get critical-section -o json | jq -r .holder`,
-		Args:              cmdutil.ExactArgs("NAME"),
-		ValidArgsFunction: cmdutil.CompleteMutexNames(f),
+  # The holder alone, for a script
+  koncli mutex get critical-section -o jsonpath='{.status.holder}'
+
+  # Several, as a table
+  koncli mutex get db-migration daily-job -o wide`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return cmdutil.Usagef("%q needs NAME", cmd.CommandPath())
+			}
+			return nil
+		},
+		ValidArgsFunction: cmdutil.CompleteMutexNamesMulti(f),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runE(cmd, streams, f, flags, args[0])
+			return runE(cmd, streams, f, flags, args)
 		},
 	}
-	cmd.Flags().StringVarP(&flags.output, "output", "o", "yaml", "output format: yaml or json")
+	flags.print.AddFlags(cmd)
 	return cmd
 }
 
-func runE(cmd *cobra.Command, streams genericiooptions.IOStreams, f *cmdutil.Factory, flags *flagpole, name string) error {
-	if err := cmdutil.ValidateName(name); err != nil {
-		return err
+func runE(cmd *cobra.Command, streams genericiooptions.IOStreams, f *cmdutil.Factory, flags *flagpole, names []string) error {
+	for _, name := range names {
+		if err := cmdutil.ValidateName(name); err != nil {
+			return err
+		}
 	}
-	if err := cmdutil.ValidateOutput(flags.output, "yaml", "json"); err != nil {
+	printer, err := flags.print.ToPrinter(false)
+	if err != nil {
 		return err
 	}
 	ns, c, err := f.Target()
 	if err != nil {
 		return err
 	}
-	st, err := c.Get(cmd.Context(), ns, name)
-	if err != nil {
-		return err
+	var (
+		items []lock.Status
+		errs  []error
+	)
+	for _, name := range names {
+		st, err := c.Get(cmd.Context(), ns, name)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		items = append(items, st)
 	}
-	return cmdutil.WriteObject(streams.Out, flags.output, cmdutil.View(st))
+	if len(items) > 0 || len(errs) == 0 {
+		if err := printer.Print(streams.Out, items, len(names) == 1, time.Now()); err != nil {
+			return err
+		}
+	}
+	if len(errs) > 0 {
+		return &cmdutil.RuntimeError{Err: errors.Join(errs...)}
+	}
+	return nil
 }
