@@ -157,7 +157,10 @@ func TestCLIRunLockLost(t *testing.T) {
 			expectCLI(t, c.run("mutex", "unlock", "m", "--force"), 0, "", `evicted "runner"`)
 			evicted := time.Now()
 			r := p.wait()
-			expectCLI(t, r, 4, tc.stdout, "error: lost mutex "+ns+"/m while the command ran")
+			expectCLI(t, r, 4, tc.stdout, "error: lost mutex "+ns+"/m while the command ran: it was force-unlocked;")
+			if n := strings.Count(r.stderr, "force-unlocked"); n != 1 {
+				t.Errorf("the loss's reason is said %d times, want once:\n%s", n, r.stderr)
+			}
 			if took := time.Since(evicted); took < tc.minTook {
 				t.Errorf("koncli exited %s after the eviction, before the grace period of %s", took, tc.grace)
 			}

@@ -46,6 +46,14 @@ func WithRequiredTTL(d time.Duration) Option {
 	return func(m *Mutex) { m.createTTL, m.requireTTL = d, true }
 }
 
+// WithRetryNotify sets a function that Lock, TryLock and Unlock call, on
+// the calling goroutine, when a transient failure makes them start
+// retrying: err is the failure, until when they give up. It must not block.
+// A CLI uses it to say why it seems to hang.
+func WithRetryNotify(fn func(err error, until time.Time)) Option {
+	return func(m *Mutex) { m.onRetry = fn }
+}
+
 // WithRetryTimeout bounds how long Lock, TryLock and Unlock retry transient
 // failures (the API server unreachable, overloaded or failing) when their
 // context has no deadline, and how long the Unlock at the end of With goes
@@ -80,6 +88,7 @@ type Mutex struct {
 	retryTimeout   time.Duration
 	cleanupTimeout time.Duration
 	onWait         func(Status)
+	onRetry        func(err error, until time.Time)
 	log            logr.Logger
 
 	// op serializes Lock, TryLock and Unlock.
@@ -148,6 +157,13 @@ func (c *Client) NewMutex(namespace, name string, opts ...Option) (*Mutex, error
 	}
 	m.log = c.log.WithValues("namespace", namespace, "mutex", name, "holder", m.holder)
 	return m, nil
+}
+
+// newRetrier paces the retries of one Lock, TryLock or Unlock call.
+func (m *Mutex) newRetrier(what string) *retrier {
+	r := newRetrier(m.c.clock, m.log, m.retryTimeout, what)
+	r.notify = m.onRetry
+	return r
 }
 
 // defaultHolder is the host name (the pod name in a pod) plus a random
@@ -284,7 +300,7 @@ func (m *Mutex) acquire(ctx context.Context, wait bool) error {
 		return err
 	}
 
-	a := &acquirer{m: m, wait: wait, retry: newRetrier(m.c.clock, m.log, m.retryTimeout, "acquiring the mutex")}
+	a := &acquirer{m: m, wait: wait, retry: m.newRetrier("acquiring the mutex")}
 	defer a.stop()
 	// The hint is the record this handle last wrote or read. It saves the
 	// read when nobody else used the mutex meanwhile: a write based on a
@@ -653,7 +669,7 @@ func (m *Mutex) UnlockStatus(ctx context.Context) (Status, error) {
 	h := m.cur
 	m.mu.Unlock()
 
-	rt := newRetrier(m.c.clock, m.log, m.retryTimeout, "unlocking the mutex")
+	rt := m.newRetrier("unlocking the mutex")
 	// released is the token of a release whose outcome is unknown: if the
 	// Lease then shows that acquisition released, it was this one.
 	var released int32 = -1

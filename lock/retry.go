@@ -57,6 +57,8 @@ type retrier struct {
 	log     logr.Logger
 	timeout time.Duration
 	what    string
+	// notify, if set, is told when a run of failures begins.
+	notify func(err error, until time.Time)
 
 	backoff wait.Backoff
 	// since is when the current run of failures began; zero after a
@@ -112,6 +114,9 @@ func (r *retrier) wait(ctx context.Context, err error) bool {
 	}
 	if first {
 		r.log.Info(r.what+" failed, retrying", "error", err.Error(), "until", end.UTC().Format(time.RFC3339))
+		if r.notify != nil {
+			r.notify(err, end)
+		}
 	}
 	t := r.clock.NewTimer(min(r.backoff.Step(), left))
 	defer t.Stop()

@@ -46,7 +46,7 @@ func Acquire(ctx context.Context, log logr.Logger, c *lock.Client, namespace, na
 		deadline, _ = lctx.Deadline()
 	}
 	rep := NewWaitReporter(log, namespace, name, deadline)
-	m, err := c.NewMutex(namespace, name, append(opts, lock.WithWaitNotify(rep.Notify))...)
+	m, err := c.NewMutex(namespace, name, append(opts, lock.WithWaitNotify(rep.Notify), RetryNotify(log, namespace, name))...)
 	if err != nil {
 		return nil, err
 	}
@@ -98,6 +98,15 @@ func Acquire(ctx context.Context, log logr.Logger, c *lock.Client, namespace, na
 		return nil, &MessageError{Msg: fmt.Sprintf("not acquired: %v; lock it without --ttl to take it with its own TTL, or change its TTL while it is unlocked: koncli mutex create %s --ttl D --update", err, name), Err: err}
 	}
 	return nil, err
+}
+
+// RetryNotify says on stderr, once per run of failures, that koncli is
+// retrying and until when: without it a lock or unlock during an outage
+// would seem to hang.
+func RetryNotify(log logr.Logger, namespace, name string) lock.Option {
+	return lock.WithRetryNotify(func(err error, until time.Time) {
+		log.Info(fmt.Sprintf("mutex %s: the API server did not answer or failed (%v); retrying until %s", Ref(namespace, name), err, FormatTime(until)))
+	})
 }
 
 // DefaultConflictExitCode is the exit status of lock and run when the mutex

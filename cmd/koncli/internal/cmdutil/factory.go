@@ -126,7 +126,7 @@ func (f *Factory) Client() (*lock.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := lock.NewForConfig(cfg, lock.WithLogger(log))
+	c, err := lock.NewForConfig(cfg, lock.WithLogger(LibraryLogger(log)))
 	if err != nil {
 		return nil, fmt.Errorf("building the API client for %s: %w", cfg.Host, err)
 	}

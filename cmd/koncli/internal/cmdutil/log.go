@@ -46,3 +46,25 @@ func encodeLevel(l zapcore.Level, enc zapcore.PrimitiveArrayEncoder) {
 		enc.AppendString(l.String())
 	}
 }
+
+// LibraryLogger is the logger koncli gives package lock: log, with the
+// library's level-0 messages (a hold lost, a retry begun) moved to V(1).
+// koncli says those things itself, in its own words and once; with -v 1
+// the library's own lines are shown too.
+func LibraryLogger(log logr.Logger) logr.Logger {
+	if log.GetSink() == nil {
+		return log
+	}
+	return logr.New(demoted{log.GetSink()})
+}
+
+// demoted is a LogSink that logs every Info one level more verbose.
+type demoted struct{ logr.LogSink }
+
+func (d demoted) Enabled(level int) bool { return d.LogSink.Enabled(level + 1) }
+
+func (d demoted) Info(level int, msg string, kv ...any) { d.LogSink.Info(level+1, msg, kv...) }
+
+func (d demoted) WithValues(kv ...any) logr.LogSink { return demoted{d.LogSink.WithValues(kv...)} }
+
+func (d demoted) WithName(name string) logr.LogSink { return demoted{d.LogSink.WithName(name)} }

@@ -2,6 +2,7 @@ package cmdutil
 
 import (
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/spf13/cobra"
@@ -41,6 +42,19 @@ func TestSetFlags(t *testing.T) {
 		}
 		if got := SetFlags(cmd); !slices.Equal(got, tc.want) {
 			t.Errorf("SetFlags after %q = %q, want %q", tc.args, got, tc.want)
+		}
+	}
+}
+
+func TestLibraryLoggerDemotes(t *testing.T) {
+	for _, tc := range []struct {
+		verbosity int
+		want      bool
+	}{{0, false}, {1, true}} {
+		var buf strings.Builder
+		LibraryLogger(NewLogger(&buf, tc.verbosity)).WithValues("k", "v").Info("lost mutex")
+		if got := strings.Contains(buf.String(), "lost mutex"); got != tc.want {
+			t.Errorf("-v %d: library's level-0 line shown = %v, want %v (%q)", tc.verbosity, got, tc.want, buf.String())
 		}
 	}
 }
