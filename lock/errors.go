@@ -36,6 +36,13 @@ var (
 	// ErrInvalid means an argument (name, namespace, holder, TTL, option) is
 	// invalid. Nothing was sent to the API server.
 	ErrInvalid = errors.New("invalid argument")
+	// ErrUnsupported means the API server cannot do what was asked: fair
+	// mode needs resourceVersions that compare as integers (Kubernetes
+	// 1.35 and later guarantee it).
+	ErrUnsupported = errors.New("not supported by this API server")
+	// ErrFairnessConflict means Create found the mutex fair where it was
+	// asked for a racing one, or the other way round.
+	ErrFairnessConflict = errors.New("mutex exists with another fairness")
 	// ErrTokenExhausted means the mutex's fencing token reached the largest
 	// value a Lease can store (2^31-1 acquisitions); delete and recreate it.
 	ErrTokenExhausted = errors.New("mutex fencing token exhausted")
@@ -58,14 +65,26 @@ type LockedError struct {
 	ExpiresAt time.Time
 	// Token is the fencing token of the holder's acquisition.
 	Token int64
+	// Waiters, for a TryLock on a fair mutex, is how many live waiters are
+	// queued for it: a fair mutex is not taken past them, even when it is
+	// free (Holder is then empty).
+	Waiters int
 
 	cause error
 }
 
 func (e *LockedError) Error() string {
-	msg := fmt.Sprintf("mutex %s/%s is locked by %q", e.Namespace, e.Name, e.Holder)
-	if !e.ExpiresAt.IsZero() {
-		msg += fmt.Sprintf(" until %s unless renewed", e.ExpiresAt.UTC().Format(time.RFC3339))
+	var msg string
+	if e.Holder == "" {
+		msg = fmt.Sprintf("mutex %s/%s is fair and %d waiters are queued for it", e.Namespace, e.Name, e.Waiters)
+	} else {
+		msg = fmt.Sprintf("mutex %s/%s is locked by %q", e.Namespace, e.Name, e.Holder)
+		if !e.ExpiresAt.IsZero() {
+			msg += fmt.Sprintf(" until %s unless renewed", e.ExpiresAt.UTC().Format(time.RFC3339))
+		}
+		if e.Waiters > 0 {
+			msg += fmt.Sprintf(", and %d waiters are queued for it", e.Waiters)
+		}
 	}
 	if e.cause != nil {
 		msg += ": " + e.cause.Error()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -21,10 +22,49 @@ func (m *Mutex) startKeeper(h *hold, sent time.Time) {
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
 	h.stopped = make(chan struct{})
+	var wg sync.WaitGroup
+	if h.queue != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m.keepQueue(ctx, h.queue)
+		}()
+	}
+	wg.Add(1)
 	go func() {
-		defer close(h.stopped)
+		defer wg.Done()
 		m.keep(ctx, h, sent)
 	}()
+	go func() {
+		wg.Wait()
+		close(h.stopped)
+	}()
+}
+
+// keepQueue looks after the queue side of a fair hold: it deletes the entry
+// through which the holder waited (even when the hold ends at once: an
+// entry left behind would be handed the mutex again), gives back its
+// session, and follows the queue for Unlock until ctx ends.
+func (m *Mutex) keepQueue(ctx context.Context, q *queueHold) {
+	if !q.cleaned && q.own != nil {
+		q.cleaned = true
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cleanupTimeout)
+		rt := m.newRetrier("deleting the queue entry of an acquisition")
+		for {
+			err := m.c.deleteExact(cctx, q.own.lease)
+			if err == nil || !rt.wait(cctx, err) {
+				if err != nil {
+					m.log.Info("deleting this holder's queue entry failed; it stays until its session expires", "entry", q.own.lease.Name, "error", err.Error())
+				}
+				break
+			}
+		}
+		cancel()
+		q.sess.release()
+	}
+	q.view.start()
+	<-ctx.Done()
+	q.view.stop()
 }
 
 func (m *Mutex) keep(ctx context.Context, h *hold, sent time.Time) {
@@ -32,6 +72,9 @@ func (m *Mutex) keep(ctx context.Context, h *hold, sent time.Time) {
 	clk := c.clock
 	d := h.rec.ttl
 	renewing := d > 0 && m.renew
+	// An unconfirmed handoff is confirmed at once, whatever the TTL: until
+	// then the hold is trusted only for its handoff window.
+	confirming := h.window > 0
 
 	// Watching (or polling) the Lease happens on a goroutine of its own: a
 	// watch or read that hangs on a stalled network must never keep this
@@ -62,12 +105,12 @@ func (m *Mutex) keep(ctx context.Context, h *hold, sent time.Time) {
 			}
 		}
 	}()
-	if d > 0 {
+	if !h.deadline.IsZero() {
 		deadline = clk.NewTimer(max(h.deadline.Sub(clk.Now()), 0))
 	}
-	if renewing {
+	if renewing || confirming {
 		next := time.Duration(0)
-		if !sent.IsZero() {
+		if !sent.IsZero() && !confirming {
 			next = sent.Add(ttl.RenewInterval(d)).Sub(clk.Now())
 		}
 		renewal = clk.NewTimer(max(next, 0))
@@ -83,6 +126,10 @@ func (m *Mutex) keep(ctx context.Context, h *hold, sent time.Time) {
 			return
 
 		case <-ch(deadline):
+			if confirming {
+				m.lose(h, m.lost(nil, "the handoff to it could not be confirmed in time, so the next waiter may take it over"))
+				return
+			}
 			m.lose(h, m.lost(nil, "no renewal succeeded in time, so once its TTL (%s) runs out another holder may take it over", ttl.Format(d)))
 			return
 
@@ -99,12 +146,25 @@ func (m *Mutex) keep(ctx context.Context, h *hold, sent time.Time) {
 			if err != nil {
 				// Try again soon: a few times before the deadline.
 				c.log.V(1).Info("renewal failed, retrying", "namespace", m.namespace, "mutex", m.name, "error", err.Error())
-				renewal = clk.NewTimer(ttl.HolderMargin(d) / 2)
+				span := d
+				if confirming {
+					span = h.window
+				}
+				renewal = clk.NewTimer(ttl.HolderMargin(span) / 2)
 				continue
 			}
-			deadline.Stop()
-			deadline = clk.NewTimer(max(h.deadline.Sub(clk.Now()), 0))
-			renewal = clk.NewTimer(ttl.RenewInterval(d))
+			confirming = false
+			if deadline != nil {
+				deadline.Stop()
+				deadline = nil
+			}
+			if !h.deadline.IsZero() {
+				deadline = clk.NewTimer(max(h.deadline.Sub(clk.Now()), 0))
+			}
+			renewal = nil
+			if renewing {
+				renewal = clk.NewTimer(ttl.RenewInterval(d))
+			}
 		}
 	}
 }
@@ -259,7 +319,11 @@ func (m *Mutex) renewOnce(ctx context.Context, h *hold) (lost, err error) {
 				return m.lost(derr, "its Lease is no longer a valid mutex (%s)", reasonOf(derr)), nil
 			}
 			h.rec = r
-			h.deadline = ttl.HolderDeadline(sent, d)
+			h.window = 0 // a handoff is confirmed by this write
+			h.deadline = time.Time{}
+			if d > 0 {
+				h.deadline = ttl.HolderDeadline(sent, d)
+			}
 			c.log.V(2).Info("renewed mutex", "namespace", m.namespace, "mutex", m.name, "token", h.token)
 			return nil, nil
 		case apierrors.IsConflict(err), apierrors.IsNotFound(err):

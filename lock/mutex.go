@@ -46,6 +46,11 @@ func WithRequiredTTL(d time.Duration) Option {
 	return func(m *Mutex) { m.createTTL, m.requireTTL = d, true }
 }
 
+// WithFair makes the mutex that Lock creates, when it does not exist, a
+// fair one (see the package documentation). An existing mutex keeps its own
+// fairness: like the TTL, it belongs to the mutex.
+func WithFair() Option { return func(m *Mutex) { m.createFair = true } }
+
 // WithRetryNotify sets a function that Lock, TryLock and Unlock call, on
 // the calling goroutine, when a transient failure makes them start
 // retrying: err is the failure, until when they give up. It must not block.
@@ -84,6 +89,7 @@ type Mutex struct {
 	holder         string
 	createTTL      time.Duration
 	requireTTL     bool
+	createFair     bool
 	renew          bool
 	retryTimeout   time.Duration
 	cleanupTimeout time.Duration
@@ -112,6 +118,9 @@ type Mutex struct {
 	// refused because it was confirmed too late (see startHold), -1 if
 	// none. Guarded by op.
 	refused int32
+	// joining, set by the queue protocol before it takes or claims a fair
+	// mutex, is what the hold it starts must look after. Guarded by op.
+	joining *queueHold
 }
 
 // hold is one acquisition.
@@ -124,8 +133,26 @@ type hold struct {
 	// Owned by the keeper goroutine while it runs, by Unlock after.
 	rec      *record
 	deadline time.Time // local clock; zero without TTL
-	cancel   context.CancelFunc
-	stopped  chan struct{}
+	// window is non-zero while the hold is an unconfirmed handoff.
+	window  time.Duration
+	cancel  context.CancelFunc
+	stopped chan struct{}
+	// queue is set on a hold of a fair mutex.
+	queue *queueHold
+}
+
+// queueHold is what a hold of a fair mutex looks after besides the mutex:
+// the view of the queue that Unlock hands off from, and, once, the entry
+// through which it waited.
+type queueHold struct {
+	view *queueView
+	// own is this holder's entry, deleted at the start of the hold; sess
+	// its session, given back after that. Both nil when the mutex was
+	// taken without queuing.
+	own  *entry
+	sess *ownSession
+	// cleaned: own was deleted (or given up on). Owned by the keeper.
+	cleaned bool
 }
 
 // NewMutex returns a handle on the mutex namespace/name. It validates the
@@ -311,10 +338,17 @@ func (m *Mutex) acquire(ctx context.Context, wait bool) error {
 // out meanwhile and another holder taken over, so reporting it acquired
 // could put two holders in the critical section. The record is released
 // again, conditionally, so that it never clears another holder's.
-func (m *Mutex) startHold(ctx context.Context, r *record, token int32, sent time.Time, prev string) bool {
-	h := &hold{token: token, done: make(chan struct{}), rec: r}
-	if r.ttl > 0 {
+func (m *Mutex) startHold(ctx context.Context, r *record, at attempt) bool {
+	token, sent, prev := at.token, at.sent, at.prev
+	h := &hold{token: token, done: make(chan struct{}), rec: r, window: at.window, queue: m.joining}
+	m.joining = nil
+	switch {
+	case at.window > 0:
+		h.deadline = ttl.HolderDeadline(sent, at.window)
+	case r.ttl > 0:
 		h.deadline = ttl.HolderDeadline(sent, r.ttl)
+	}
+	if !h.deadline.IsZero() {
 		if !m.c.clock.Now().Before(h.deadline) {
 			m.log.Info("acquisition confirmed too late to be trusted; releasing it", "token", token,
 				"sent", sent, "deadline", h.deadline)

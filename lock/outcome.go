@@ -26,11 +26,18 @@ func isDefinite(err error) bool {
 	return true
 }
 
-// pending is an acquiring write whose outcome is unknown.
-type pending struct {
+// attempt is one acquisition: the write that made it (or, for a handoff,
+// the session write that it rests on) and what it needs to start a hold.
+// With err set it is a write whose outcome is unknown.
+type attempt struct {
 	token int32
-	sent  time.Time
-	prev  string
+	// sent is when the write was sent, local clock.
+	sent time.Time
+	// prev is the holder whose expired hold this takes over, if any.
+	prev string
+	// window, for an unconfirmed handoff, is how long from sent the hold
+	// may be trusted before it is confirmed (zero: not a handoff).
+	window time.Duration
 	// err is how the write failed.
 	err error
 }
@@ -41,7 +48,7 @@ type pending struct {
 // up first, abandon releases what the write may have taken. If the write
 // took effect and the caller has given up, the lock is released again, so
 // that a cancelled Lock never leaves a lock behind.
-func (m *Mutex) resolve(ctx context.Context, a *acquirer, p pending) (bool, *record, error) {
+func (m *Mutex) resolve(ctx context.Context, a *acquirer, p attempt) (bool, *record, error) {
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cleanupTimeout)
 	defer cancel()
 	r, err := m.c.get(cctx, m.namespace, m.name)
@@ -57,7 +64,7 @@ func (m *Mutex) resolve(ctx context.Context, a *acquirer, p pending) (bool, *rec
 	}
 	if ctx.Err() == nil {
 		m.log.V(1).Info("acquire succeeded despite an error", "error", p.err.Error())
-		return m.startHold(ctx, r, p.token, p.sent, p.prev), nil, nil
+		return m.startHold(ctx, r, p), nil, nil
 	}
 	a.unknown = &p
 	if err := m.abandon(ctx, a); err != nil {

@@ -69,7 +69,7 @@ func (m *Mutex) race(ctx context.Context, a *acquirer, hint *record, lost int32)
 			if r.holder == m.holder && r.token == u.token {
 				// The write whose outcome was unknown did take effect.
 				m.log.V(1).Info("acquire succeeded despite an error", "error", u.err.Error())
-				if m.startHold(ctx, r, u.token, u.sent, u.prev) {
+				if m.startHold(ctx, r, *u) {
 					return nil
 				}
 				r, fromHint = nil, false // refused as late: ours() may retake it
@@ -79,6 +79,14 @@ func (m *Mutex) race(ctx context.Context, a *acquirer, hint *record, lost int32)
 		if m.requireTTL && r.ttl != m.createTTL {
 			return fmt.Errorf("mutex %s/%s has TTL %s, not %s as required; nothing changed: %w",
 				m.namespace, m.name, ttlString(r.ttl), ttlString(m.createTTL), ErrTTLConflict)
+		}
+		if r.fair {
+			err := m.acquireFair(ctx, a, r, ours)
+			if !errors.Is(err, errNotFair) {
+				return err
+			}
+			r, fromHint = nil, false // no longer fair, or gone: decide again
+			continue
 		}
 		seen := a.observe(r)
 		switch {
@@ -145,20 +153,20 @@ func (m *Mutex) take(ctx context.Context, a *acquirer, r *record, prev string) (
 		if err != nil {
 			return false, nil, err
 		}
-		return m.startHold(ctx, nr, token, sent, prev), nil, nil
+		return m.startHold(ctx, nr, attempt{token: token, sent: sent, prev: prev}), nil, nil
 	case apierrors.IsConflict(err), apierrors.IsNotFound(err):
 		m.log.V(2).Info("acquire lost a race", "reason", apierrors.ReasonForError(err))
 		return false, nil, nil
 	case isDefinite(err):
 		return false, nil, apiError("update", m.namespace, m.name, err)
 	default:
-		return m.resolve(ctx, a, pending{token: token, sent: sent, prev: prev, err: err})
+		return m.resolve(ctx, a, attempt{token: token, sent: sent, prev: prev, err: err})
 	}
 }
 
 // create creates the mutex already acquired by this holder (token 1).
 func (m *Mutex) create(ctx context.Context, a *acquirer) (done bool, next *record, err error) {
-	l := newLease(m.namespace, m.name, m.createTTL)
+	l := newLease(m.namespace, m.name, m.createTTL, m.createFair)
 	now := m.c.serverNow()
 	l.Spec = leaseSpec(m.holder, m.createTTL, now, now, 1)
 	sent := m.c.clock.Now()
@@ -170,7 +178,7 @@ func (m *Mutex) create(ctx context.Context, a *acquirer) (done bool, next *recor
 			return false, nil, err
 		}
 		m.log.V(1).Info("created mutex", "ttl", m.createTTL)
-		return m.startHold(ctx, r, 1, sent, ""), nil, nil
+		return m.startHold(ctx, r, attempt{token: 1, sent: sent}), nil, nil
 	case apierrors.IsAlreadyExists(err):
 		return false, nil, nil
 	case apierrors.IsForbidden(err):
@@ -179,6 +187,6 @@ func (m *Mutex) create(ctx context.Context, a *acquirer) (done bool, next *recor
 	case isDefinite(err):
 		return false, nil, apiError("create", m.namespace, m.name, err)
 	default:
-		return m.resolve(ctx, a, pending{token: 1, sent: sent, err: err})
+		return m.resolve(ctx, a, attempt{token: 1, sent: sent, err: err})
 	}
 }

@@ -10,6 +10,7 @@ import (
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/resourceversion"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"k8s.io/utils/ptr"
@@ -36,6 +37,19 @@ const (
 	// AnnotationTTL holds the mutex's TTL as a Go duration ("30s", "5m").
 	// Absent means no TTL.
 	AnnotationTTL = "konlease.io/ttl"
+	// AnnotationFair is "true" on a fair mutex: its waiters queue in FIFO
+	// order (see the package documentation). Absent or "false": waiters
+	// race.
+	AnnotationFair = "konlease.io/fair"
+	// AnnotationHandoffTo, AnnotationHandoffVersion and AnnotationHandoffTTL
+	// mark a fair mutex that its last holder handed directly to the waiter
+	// at the head of the queue, and that the new holder has not confirmed
+	// yet: the queue entry handed to, the resourceVersion of that entry that
+	// the releaser saw, and the entry's TTL, after which (counted from the
+	// handoff) an unconfirmed handoff may be taken over.
+	AnnotationHandoffTo      = "konlease.io/handoff-to"
+	AnnotationHandoffVersion = "konlease.io/handoff-version"
+	AnnotationHandoffTTL     = "konlease.io/handoff-ttl"
 	// FieldManager is the field manager name of every write this package
 	// makes.
 	FieldManager = "konlease"
@@ -91,6 +105,12 @@ type Status struct {
 	// Reason says why the Lease is not a valid mutex when Phase is
 	// PhaseInvalid; empty otherwise.
 	Reason string
+	// Fair: waiters queue in FIFO order.
+	Fair bool
+	// Waiters are the holder identities queued on a fair mutex, oldest
+	// first, as far as the read that made this status could tell (Get and
+	// List fill it in; Mutex.Status does not).
+	Waiters []string
 }
 
 // record is a mutex Lease, decoded.
@@ -105,6 +125,21 @@ type record struct {
 	// field-changing write (the newest managedFields time, whole seconds),
 	// zero if the Lease carries no managed fields.
 	lastWrite time.Time
+	// fair: the mutex has a queue.
+	fair bool
+	// handoff is set while a handoff to a queued waiter is unconfirmed.
+	handoff *handoff
+}
+
+// handoff is an unconfirmed direct handoff (AnnotationHandoffTo and its
+// companions).
+type handoff struct {
+	// entry is the name of the queue entry handed to, version the
+	// resourceVersion of it that the releaser decided on.
+	entry, version string
+	// ttl is the entry's TTL: the handoff may be taken over once it has
+	// run out since the handoff was written.
+	ttl time.Duration
 }
 
 // decode checks that l is a mutex and decodes it. It refuses any Lease that
@@ -128,6 +163,22 @@ func decode(l *coordinationv1.Lease) (*record, error) {
 			return nil, notMutex("annotation %s: %s", AnnotationTTL, err.Error())
 		}
 		r.ttl = d
+	}
+	switch f := l.Annotations[AnnotationFair]; f {
+	case "", "false":
+	case "true":
+		r.fair = true
+	default:
+		return nil, notMutex("annotation %s is %q, want \"true\" or \"false\"", AnnotationFair, f)
+	}
+	// A malformed handoff (an edit by hand) is ignored: the Lease then reads
+	// as an ordinary hold, and the holder named confirms nothing by it.
+	if to := l.Annotations[AnnotationHandoffTo]; to != "" && r.fair {
+		v := l.Annotations[AnnotationHandoffVersion]
+		d, err := time.ParseDuration(l.Annotations[AnnotationHandoffTTL])
+		if _, verr := resourceversion.CompareResourceVersion(v, v); verr == nil && err == nil && d > 0 {
+			r.handoff = &handoff{entry: to, version: v, ttl: d}
+		}
 	}
 	rec := resourcelock.LeaseSpecToLeaderElectionRecord(&l.Spec)
 	if rec.LeaderTransitions < 0 {
@@ -165,6 +216,7 @@ func (r *record) status(expired bool) Status {
 		TTL:             r.ttl,
 		Token:           int64(r.token),
 		ResourceVersion: r.lease.ResourceVersion,
+		Fair:            r.fair,
 	}
 	if r.held() {
 		s.Phase = PhaseLocked
@@ -218,7 +270,7 @@ func leaseSpec(holder string, d time.Duration, acquired, renewed time.Time, toke
 }
 
 // newLease is a fresh mutex Lease.
-func newLease(namespace, name string, d time.Duration) *coordinationv1.Lease {
+func newLease(namespace, name string, d time.Duration, fair bool) *coordinationv1.Lease {
 	l := &coordinationv1.Lease{
 		ObjectMeta: metav1.ObjectMeta{
 			Namespace:   namespace,
@@ -232,6 +284,19 @@ func newLease(namespace, name string, d time.Duration) *coordinationv1.Lease {
 		l.Annotations[AnnotationTTL] = ttl.Format(d)
 		l.Spec.LeaseDurationSeconds = ptr.To(ttl.LeaseDurationSeconds(d))
 	}
+	if fair {
+		l.Annotations[AnnotationFair] = "true"
+	}
+	return l
+}
+
+// copyLease is a copy of r's Lease to write, without a handoff: every write
+// of a holder or an operator settles one.
+func (r *record) copyLease() *coordinationv1.Lease {
+	l := r.lease.DeepCopy()
+	for _, a := range []string{AnnotationHandoffTo, AnnotationHandoffVersion, AnnotationHandoffTTL} {
+		delete(l.Annotations, a)
+	}
 	return l
 }
 
@@ -240,15 +305,33 @@ func (r *record) acquire(holder string, now time.Time) (*coordinationv1.Lease, i
 	if r.token == math.MaxInt32 {
 		return nil, 0, fmt.Errorf("mutex %s/%s: %w", r.lease.Namespace, r.lease.Name, ErrTokenExhausted)
 	}
-	l := r.lease.DeepCopy()
+	l := r.copyLease()
 	token := r.token + 1
 	l.Spec = leaseSpec(holder, r.ttl, now, now, token)
 	return l, token, nil
 }
 
+// handTo returns a copy of r's Lease handed directly to queue entry e,
+// whose session sess was seen live, at now: token+1, holder e's, and the
+// handoff annotations that let e's owner trust it without a write of its
+// own.
+func (r *record) handTo(e *entry, sess *session, now time.Time) (*coordinationv1.Lease, error) {
+	l, _, err := r.acquire(e.holder, now)
+	if err != nil {
+		return nil, err
+	}
+	if l.Annotations == nil {
+		l.Annotations = map[string]string{}
+	}
+	l.Annotations[AnnotationHandoffTo] = e.lease.Name
+	l.Annotations[AnnotationHandoffVersion] = sess.lease.ResourceVersion
+	l.Annotations[AnnotationHandoffTTL] = sess.ttl.String()
+	return l, nil
+}
+
 // renew returns a copy of r's Lease with renewTime now.
 func (r *record) renew(now time.Time) *coordinationv1.Lease {
-	l := r.lease.DeepCopy()
+	l := r.copyLease()
 	l.Spec = leaseSpec(r.holder, r.ttl, r.acquired, now, r.token)
 	return l
 }
@@ -256,7 +339,7 @@ func (r *record) renew(now time.Time) *coordinationv1.Lease {
 // release returns a copy of r's Lease with no holder, released at now. The
 // token (leaseTransitions) is kept: it only ever grows.
 func (r *record) release(now time.Time) *coordinationv1.Lease {
-	l := r.lease.DeepCopy()
+	l := r.copyLease()
 	l.Spec = leaseSpec("", r.ttl, time.Time{}, now, r.token)
 	return l
 }

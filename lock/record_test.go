@@ -82,7 +82,7 @@ func TestDecode(t *testing.T) {
 
 func TestLeaseSpecTransitions(t *testing.T) {
 	now := time.Date(2026, 5, 6, 7, 8, 9, 123456000, time.UTC)
-	r, err := decode(newLease("ns", "m", 90*time.Second))
+	r, err := decode(newLease("ns", "m", 90*time.Second, false))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,11 +111,11 @@ func TestLeaseSpecTransitions(t *testing.T) {
 		t.Errorf("release: got %+v, want no holder, no acquireTime, token and duration kept", rel)
 	}
 
-	noTTL, _ := decode(newLease("ns", "m", 0))
+	noTTL, _ := decode(newLease("ns", "m", 0, false))
 	if l, _, _ := noTTL.acquire("bob", now); l.Spec.LeaseDurationSeconds != nil {
 		t.Errorf("acquire without TTL: leaseDurationSeconds %d, want unset", *l.Spec.LeaseDurationSeconds)
 	}
-	exhausted := &record{lease: newLease("ns", "m", 0), token: 1<<31 - 1}
+	exhausted := &record{lease: newLease("ns", "m", 0, false), token: 1<<31 - 1}
 	if _, _, err := exhausted.acquire("bob", now); !errors.Is(err, ErrTokenExhausted) {
 		t.Errorf("acquire at the largest token: got %v, want ErrTokenExhausted", err)
 	}

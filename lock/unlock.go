@@ -63,8 +63,9 @@ func (m *Mutex) unlockOnce(ctx context.Context, h *hold, released *int32) (Statu
 				return Status{}, m.unlockFailed(h, err)
 			}
 		}
-		if !r.held() && r.token == *released {
-			// An earlier attempt's release took effect after all.
+		if *released >= 0 && ((!r.held() && r.token == *released) || (r.handoff != nil && r.token == *released+1)) {
+			// An earlier attempt's release (or handoff, which only the
+			// holder of the token before can write) took effect after all.
 			m.finishUnlock(h, r)
 			return r.status(false), nil
 		}
@@ -72,7 +73,15 @@ func (m *Mutex) unlockOnce(ctx context.Context, h *hold, released *int32) (Statu
 			return Status{}, m.notHeld(h, r)
 		}
 		before := r.status(m.c.expired(r, seen))
-		out, err := m.c.update(ctx, r.release(m.c.serverNow()))
+		skip := ""
+		if h != nil && h.queue != nil && h.queue.own != nil {
+			skip = h.queue.own.lease.Name
+		}
+		l, err := m.releaseLease(ctx, h, r, skip)
+		if err != nil {
+			return Status{}, m.unlockFailed(h, err)
+		}
+		out, err := m.c.update(ctx, l)
 		switch {
 		case err == nil:
 			nr, derr := decode(out)

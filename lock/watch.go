@@ -23,8 +23,11 @@ import (
 type leaseWatch struct {
 	c         *Client
 	namespace string
-	name      string
-	w         watch.Interface
+	// name is the one Lease followed; with a label selector instead,
+	// every Lease it selects is.
+	name          string
+	labelSelector string
+	w             watch.Interface
 	// rv is where a restarted watch resumes: the newest resourceVersion
 	// seen in an event or bookmark.
 	rv        string
@@ -44,6 +47,14 @@ func newLeaseWatch(c *Client, namespace, name string) *leaseWatch {
 	}
 }
 
+// newSelectorWatch follows every Lease in namespace that the label
+// selector selects.
+func newSelectorWatch(c *Client, namespace, selector string) *leaseWatch {
+	lw := newLeaseWatch(c, namespace, "")
+	lw.labelSelector = selector
+	return lw
+}
+
 // start opens the watch from resourceVersion rv unless it is open. It
 // returns an error only for a watch that cannot work: forbidden (then
 // forbidden is set), or a context that ended.
@@ -51,11 +62,13 @@ func (lw *leaseWatch) start(ctx context.Context, rv string) error {
 	if lw.w != nil || lw.forbidden {
 		return nil
 	}
-	w, err := lw.c.leases.Leases(lw.namespace).Watch(ctx, metav1.ListOptions{
-		FieldSelector:       fields.OneTermEqualSelector("metadata.name", lw.name).String(),
-		ResourceVersion:     rv,
-		AllowWatchBookmarks: true,
-	})
+	opts := metav1.ListOptions{ResourceVersion: rv, AllowWatchBookmarks: true}
+	if lw.labelSelector != "" {
+		opts.LabelSelector = lw.labelSelector
+	} else {
+		opts.FieldSelector = fields.OneTermEqualSelector("metadata.name", lw.name).String()
+	}
+	w, err := lw.c.leases.Leases(lw.namespace).Watch(ctx, opts)
 	if err != nil {
 		if apierrors.IsForbidden(err) {
 			lw.forbidden = true
@@ -110,8 +123,10 @@ func (lw *leaseWatch) stop() {
 type watchResult struct {
 	// lease is the new state (Added/Modified); nil otherwise.
 	lease *coordinationv1.Lease
-	// deleted: the Lease was deleted.
+	// deleted: the Lease was deleted. For a selector watch, gone is the
+	// deleted Lease instead, and the watch goes on.
 	deleted bool
+	gone    *coordinationv1.Lease
 	// reread: the watch cannot resume (410 Gone, or an error event); read
 	// the Lease again.
 	reread bool
@@ -140,6 +155,10 @@ func (lw *leaseWatch) handle(ev watch.Event, ok bool) (res watchResult, again bo
 		lw.rv = l.ResourceVersion
 		return watchResult{lease: l}, false
 	case watch.Deleted:
+		if l, isLease := ev.Object.(*coordinationv1.Lease); isLease && lw.labelSelector != "" {
+			lw.rv = l.ResourceVersion
+			return watchResult{gone: l}, false
+		}
 		lw.stop()
 		lw.rv = ""
 		return watchResult{deleted: true}, false
@@ -172,11 +191,16 @@ type acquirer struct {
 	// lastHeld is the last record seen held by someone else.
 	lastHeld *record
 	notified string
+	// wakeAt, if set, also ends a wait in next (which then returns the
+	// record it was given); interrupt, if set, does the same when it
+	// closes. The queue protocol uses them for its own deadlines.
+	wakeAt    time.Time
+	interrupt <-chan struct{}
 	// retry paces retries after transient failures.
 	retry *retrier
 	// unknown is an acquiring write of this call whose outcome is not
 	// known yet; nil if none.
-	unknown *pending
+	unknown *attempt
 }
 
 // observe notes that r was seen now and returns when its version was first
@@ -280,6 +304,10 @@ func (a *acquirer) next(ctx context.Context, r *record) (*record, error) {
 		if r != nil && r.held() && r.ttl > 0 {
 			expiryC = arm(r.expiry(a.obsAt).TakeoverAt(a.m.c.server).Sub(clk.Now()))
 		}
+		var wakeC <-chan time.Time
+		if !a.wakeAt.IsZero() {
+			wakeC = arm(a.wakeAt.Sub(clk.Now()))
+		}
 		switch {
 		case a.lw.forbidden:
 			pollC = arm(jitter(a.m.c.pollInterval))
@@ -295,6 +323,10 @@ func (a *acquirer) next(ctx context.Context, r *record) (*record, error) {
 		case <-ctx.Done():
 			fired = "ctx"
 		case <-expiryC:
+			fired = "expiry"
+		case <-wakeC:
+			fired = "expiry"
+		case <-a.interrupt:
 			fired = "expiry"
 		case <-pollC:
 			fired = "poll"
