@@ -36,6 +36,9 @@ const (
 	workerGoroutines = "KONLEASE_E2E_WORKER_GOROUTINES"
 	workerRounds     = "KONLEASE_E2E_WORKER_ROUNDS"
 	workerTTL        = "KONLEASE_E2E_WORKER_TTL"
+	// workerWaiterTTL sets the client's waiter TTL (fair mutexes).
+	workerWaiterTTL = "KONLEASE_E2E_WORKER_WAITER_TTL"
+	workerHolder    = "KONLEASE_E2E_WORKER_HOLDER"
 )
 
 // workerMain runs one worker process and returns its exit code.
@@ -52,7 +55,15 @@ func runWorker(mode string) error {
 	if err != nil {
 		return err
 	}
-	c, err := lock.NewForConfig(cfg, lock.WithLogger(testLogger()))
+	copts := []lock.ClientOption{lock.WithLogger(testLogger())}
+	if d := os.Getenv(workerWaiterTTL); d != "" {
+		wt, err := time.ParseDuration(d)
+		if err != nil {
+			return err
+		}
+		copts = append(copts, lock.WithWaiterTTL(wt))
+	}
+	c, err := lock.NewForConfig(cfg, copts...)
 	if err != nil {
 		return err
 	}
@@ -79,6 +90,20 @@ func runWorker(mode string) error {
 		fmt.Printf("LOCKED %d\n", m.Token())
 		<-ctx.Done() // until killed
 		return nil
+	case "wait":
+		// One waiter: says QUEUED once it waits, ACQUIRED with its token
+		// once it holds the mutex, then unlocks and exits.
+		var once sync.Once
+		m, err := c.NewMutex(ns, name, lock.WithHolder(os.Getenv(workerHolder)),
+			lock.WithWaitNotify(func(lock.Status) { once.Do(func() { fmt.Println("QUEUED") }) }))
+		if err != nil {
+			return err
+		}
+		if err := m.Lock(ctx); err != nil {
+			return err
+		}
+		fmt.Printf("ACQUIRED %d\n", m.Token())
+		return m.Unlock(context.WithoutCancel(ctx))
 	case "contend":
 		goroutines, _ := strconv.Atoi(os.Getenv(workerGoroutines))
 		rounds, _ := strconv.Atoi(os.Getenv(workerRounds))

@@ -506,6 +506,11 @@ func (m *Mutex) passOn(ctx context.Context, r *record, skip string) error {
 	return nil
 }
 
+// maxSessionReads bounds the sessions an Unlock reads while looking for a
+// live waiter its view does not know: past it, it releases, and the head
+// of the queue takes the mutex with a write of its own.
+const maxSessionReads = 8
+
 // releaseLease is the write that ends a hold of r: on a fair mutex, a
 // handoff to the oldest live waiter other than skip, else a release. A
 // hold h that follows the queue decides from its view, with no request; a
@@ -519,7 +524,22 @@ func (m *Mutex) releaseLease(ctx context.Context, h *hold, r *record, skip strin
 	var next *entry
 	var sess *session
 	if h != nil && h.queue != nil {
-		next, sess = h.queue.view.head(skip)
+		// The view's head may belong to a session it has not seen yet:
+		// read that session, and pass over the entries of missing ones.
+		for range maxSessionReads {
+			if next, sess = h.queue.view.head(skip); next == nil || sess != nil {
+				break
+			}
+			var err error
+			if sess, err = c.getSession(ctx, m.namespace, next.session); err != nil {
+				return nil, err
+			}
+			if sess != nil && c.liveSession(sess, &h.queue.view.seen, c.clock.Now()) {
+				break
+			}
+			h.queue.view.sessionGone(next.session)
+			next, sess = nil, nil
+		}
 	} else {
 		q, err := c.listQueue(ctx, m.namespace, m.name)
 		if err != nil {
@@ -541,7 +561,6 @@ func (m *Mutex) releaseLease(ctx context.Context, h *hold, r *record, skip strin
 		}
 	}
 	if next != nil && sess == nil {
-		// The view has not seen that session yet: read it.
 		var err error
 		if sess, err = c.getSession(ctx, m.namespace, next.session); err != nil {
 			return nil, err

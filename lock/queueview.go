@@ -199,6 +199,13 @@ func (v *queueView) run(ctx context.Context) {
 	}
 }
 
+// sessionGone records that the session name was found missing.
+func (v *queueView) sessionGone(name string) {
+	v.mu.Lock()
+	v.sessions[name] = nil
+	v.mu.Unlock()
+}
+
 func (v *queueView) setEntry(l *coordinationv1.Lease) {
 	e, err := decodeEntry(l, v.name)
 	v.mu.Lock()
