@@ -46,25 +46,33 @@ func (m *Mutex) startKeeper(h *hold, sent time.Time) {
 // entry left behind would be handed the mutex again), gives back its
 // session, and follows the queue for Unlock until ctx ends.
 func (m *Mutex) keepQueue(ctx context.Context, q *queueHold) {
-	if !q.cleaned && q.own != nil {
-		q.cleaned = true
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cleanupTimeout)
-		rt := m.newRetrier("deleting the queue entry of an acquisition")
-		for {
-			err := m.c.deleteExact(cctx, q.own.lease)
-			if err == nil || !rt.wait(cctx, err) {
-				if err != nil {
-					m.log.Info("deleting this holder's queue entry failed; it stays until its session expires", "entry", q.own.lease.Name, "error", err.Error())
-				}
-				break
-			}
-		}
-		cancel()
-		q.sess.release()
-	}
+	m.cleanEntry(ctx, q)
 	q.view.start()
 	<-ctx.Done()
 	q.view.stop()
+}
+
+// cleanEntry deletes, once, the entry through which a fair hold waited,
+// whatever ctx says (bounded by the cleanup timeout), and gives back its
+// session.
+func (m *Mutex) cleanEntry(ctx context.Context, q *queueHold) {
+	if q.cleaned || q.own == nil {
+		return
+	}
+	q.cleaned = true
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cleanupTimeout)
+	defer cancel()
+	rt := m.newRetrier("deleting the queue entry of an acquisition")
+	for {
+		err := m.c.deleteExact(cctx, q.own.lease)
+		if err == nil || !rt.wait(cctx, err) {
+			if err != nil {
+				m.log.Info("deleting this holder's queue entry failed; it stays until its session expires", "entry", q.own.lease.Name, "error", err.Error())
+			}
+			break
+		}
+	}
+	q.sess.release()
 }
 
 func (m *Mutex) keep(ctx context.Context, h *hold, sent time.Time) {

@@ -367,6 +367,11 @@ func (m *Mutex) startHold(ctx context.Context, r *record, at attempt) bool {
 	}
 	m.cur, m.last, m.tookOver = h, r, prev
 	m.mu.Unlock()
+	if h.queue != nil && !m.renew {
+		// Nobody stays behind to clean up (the CLI's lock exits at once):
+		// an entry left behind would be handed the mutex again.
+		m.cleanEntry(ctx, h.queue)
+	}
 	if prev != "" {
 		m.log.V(1).Info("acquired mutex, taking it over from a holder whose TTL had run out", "token", token, "ttl", r.ttl, "previous", prev)
 	} else {

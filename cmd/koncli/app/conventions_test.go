@@ -25,7 +25,7 @@ func TestCommandsOnFakeClientsetConventions(t *testing.T) {
 		{[]string{"mutex", "create", "a", "--ttl", "5m"}, 0, "", "mutex unit/a created (TTL 5m0s, Unlocked)", false},
 		{[]string{"mutex", "create", "b"}, 0, "", "", false},
 		// --update without --ttl would drop the TTL: refused.
-		{[]string{"mutex", "create", "a", "--update"}, 2, "", "pass --ttl DURATION, or --ttl none", false},
+		{[]string{"mutex", "create", "a", "--update"}, 2, "", "pass --ttl DURATION (--ttl none removes the TTL), or --fair", false},
 		{[]string{"mutex", "get", "a", "-o", "jsonpath={.spec.ttl}"}, 0, "5m0s", "", true},
 		// --ttl none removes it on purpose.
 		{[]string{"mutex", "create", "a", "--ttl", "none"}, 1, "", "exists with TTL 5m0s, not none", false},

@@ -18,6 +18,7 @@ import (
 	"github.com/konlease/konlease/cmd/koncli/internal/cmd/mutex"
 	versioncmd "github.com/konlease/konlease/cmd/koncli/internal/cmd/version"
 	"github.com/konlease/konlease/cmd/koncli/internal/cmdutil"
+	"github.com/konlease/konlease/lock"
 )
 
 // version is the release, stamped at build time:
@@ -73,6 +74,11 @@ func run(ctx context.Context, argv []string, streams genericiooptions.IOStreams,
 	}
 	root.SetArgs(args)
 	cmd, err := root.ExecuteContextC(ctx)
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lock.DefaultCleanupTimeout)
+	if cerr := f.Close(cctx); cerr != nil {
+		f.Logger().V(1).Info("deleting this process's sessions failed; they expire", "error", cerr.Error())
+	}
+	cancel()
 	if err == nil {
 		return ExitOK
 	}

@@ -135,6 +135,9 @@ func ParseConflictExitCode(code int) error {
 
 // lockedText describes a LockedError without the context error it wraps.
 func lockedText(le *lock.LockedError) string {
+	if le.Holder == "" {
+		return fmt.Sprintf("mutex %s is fair and %d waiters are queued for it", Ref(le.Namespace, le.Name), le.Waiters)
+	}
 	msg := fmt.Sprintf("mutex %s is locked by %q", Ref(le.Namespace, le.Name), le.Holder)
 	if !le.LockedAt.IsZero() {
 		msg += " since " + FormatTime(le.LockedAt)
@@ -144,6 +147,9 @@ func lockedText(le *lock.LockedError) string {
 	}
 	if !le.ExpiresAt.IsZero() {
 		msg += ", until " + FormatTime(le.ExpiresAt) + " unless renewed"
+	}
+	if le.Waiters > 0 {
+		msg += fmt.Sprintf("; it is fair and %d waiters are queued for it", le.Waiters)
 	}
 	return msg
 }

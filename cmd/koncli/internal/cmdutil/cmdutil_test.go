@@ -20,7 +20,7 @@ import (
 var (
 	t0      = time.Date(2024, 1, 1, 12, 0, 0, 0, time.UTC)
 	locked  = lock.Status{Namespace: "ns", Name: "critical-section", Holder: "pod-abc-123", Phase: lock.PhaseLocked, LockedAt: t0, RenewedAt: t0, ExpiresAt: t0.Add(10 * time.Minute), TTL: 10 * time.Minute, Token: 7}
-	noTTL   = lock.Status{Namespace: "ns", Name: "db-migration", Holder: "worker-1", Phase: lock.PhaseLocked, LockedAt: t0.Add(-2 * time.Hour), Token: 3}
+	noTTL   = lock.Status{Namespace: "ns", Name: "db-migration", Holder: "worker-1", Phase: lock.PhaseLocked, LockedAt: t0.Add(-2 * time.Hour), Token: 3, Fair: true, Waiters: []string{"w1", "w2"}}
 	free    = lock.Status{Namespace: "other", Name: "idle", Phase: lock.PhaseUnlocked, TTL: 30 * time.Second, Token: 2}
 	expired = lock.Status{Namespace: "other", Name: "stale", Holder: "dead-pod", Phase: lock.PhaseExpired, LockedAt: t0.Add(-time.Hour), ExpiresAt: t0.Add(-50 * time.Minute), TTL: 10 * time.Minute, Token: 9}
 )

@@ -1,6 +1,7 @@
 package cmdutil
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -38,6 +39,7 @@ type Factory struct {
 	streams genericiooptions.IOStreams
 	log     *logr.Logger
 	host    string
+	clients []*lock.Client
 }
 
 // NewFactory returns a Factory whose messages go to streams.ErrOut.
@@ -130,7 +132,20 @@ func (f *Factory) Client() (*lock.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("building the API client for %s: %w", cfg.Host, err)
 	}
+	f.clients = append(f.clients, c)
 	return c, nil
+}
+
+// Close closes the lock clients built: it deletes the sessions of their
+// fair waiters, so that they need not expire. koncli calls it once the
+// command is done.
+func (f *Factory) Close(ctx context.Context) error {
+	var errs []error
+	for _, c := range f.clients {
+		errs = append(errs, c.Close(ctx))
+	}
+	f.clients = nil
+	return errors.Join(errs...)
 }
 
 // Target resolves what most commands act on: the namespace (as kubectl

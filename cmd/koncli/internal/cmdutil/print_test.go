@@ -59,12 +59,12 @@ stale              dead-pod      Expired    10m0s    65m      55m ago
 broken             <none>        Invalid    <none>   <none>   <none>
 `},
 		{"wide, all namespaces", []string{"-o", "wide"}, true, `
-NAMESPACE   NAME               HOLDER        PHASE      TTL      LOCKED   EXPIRES   RENEWED   TOKEN    REASON
-ns          critical-section   pod-abc-123   Locked     10m0s    5m       in 5m     5m        7        <none>
-ns          db-migration       worker-1      Locked     <none>   125m     <none>    <none>    3        <none>
-other       idle               <none>        Unlocked   30s      <none>   <none>    <none>    2        <none>
-other       stale              dead-pod      Expired    10m0s    65m      55m ago   <none>    9        <none>
-other       broken             <none>        Invalid    <none>   <none>   <none>    <none>    <none>   annotation konlease.io/ttl: invalid TTL "abc": not a Go duration
+NAMESPACE   NAME               HOLDER        PHASE      TTL      LOCKED   EXPIRES   RENEWED   TOKEN    FAIR    WAITERS   REASON
+ns          critical-section   pod-abc-123   Locked     10m0s    5m       in 5m     5m        7        false   0         <none>
+ns          db-migration       worker-1      Locked     <none>   125m     <none>    <none>    3        true    2         <none>
+other       idle               <none>        Unlocked   30s      <none>   <none>    <none>    2        false   0         <none>
+other       stale              dead-pod      Expired    10m0s    65m      55m ago   <none>    9        false   0         <none>
+other       broken             <none>        Invalid    <none>   <none>   <none>    <none>    <none>   false   0         annotation konlease.io/ttl: invalid TTL "abc": not a Go duration
 `},
 		{"no headers", []string{"--no-headers"}, false, `
 critical-section   pod-abc-123   Locked     10m0s    5m       in 5m
@@ -124,6 +124,10 @@ status:
 `
 	if got != want {
 		t.Errorf("get -o yaml:\n%s\nwant:\n%s", got, want)
+	}
+	fair := printed(t, FormatYAML, nil, []lock.Status{noTTL}, false, true)
+	if !strings.Contains(fair, "spec:\n  fair: true\n") || !strings.Contains(fair, "  waiters:\n  - w1\n  - w2\n") {
+		t.Errorf("get -o yaml of a fair mutex with two waiters:\n%s\nwant spec.fair: true and status.waiters [w1, w2], oldest first", fair)
 	}
 	gotJSON := printed(t, FormatYAML, []string{"-o", "json"}, []lock.Status{locked}, false, true)
 	if order, yamlOrder := jsonKeys(t, gotJSON), yamlKeys(got); len(order) != 14 || !slices.Equal(order, yamlOrder) {

@@ -54,6 +54,8 @@ type ViewMetadata struct {
 type MutexViewSpec struct {
 	// TTL is a Go duration ("5m0s"); absent: no TTL.
 	TTL string `json:"ttl,omitempty"`
+	// Fair: waiters queue in FIFO order; absent: they race.
+	Fair bool `json:"fair,omitempty"`
 }
 
 // MutexViewState is a mutex's state. Times are RFC 3339 in UTC, as
@@ -72,6 +74,9 @@ type MutexViewState struct {
 	Token int64 `json:"token,omitempty"`
 	// Reason says why an Invalid Lease is not a valid mutex.
 	Reason string `json:"reason,omitempty"`
+	// Waiters are the holder identities queued on a fair mutex, oldest
+	// first.
+	Waiters []string `json:"waiters,omitempty"`
 }
 
 // NewMutexView converts a status for printing.
@@ -80,7 +85,8 @@ func NewMutexView(s lock.Status) MutexView {
 		APIVersion: ViewAPIVersion,
 		Kind:       ViewKindMutex,
 		Metadata:   ViewMetadata{Name: s.Name, Namespace: s.Namespace},
-		Status:     MutexViewState{Phase: s.Phase, Holder: s.Holder, Token: s.Token, Reason: s.Reason},
+		Spec:       MutexViewSpec{Fair: s.Fair},
+		Status:     MutexViewState{Phase: s.Phase, Holder: s.Holder, Token: s.Token, Reason: s.Reason, Waiters: s.Waiters},
 	}
 	if s.TTL > 0 {
 		v.Spec.TTL = ttl.Format(s.TTL)
@@ -144,6 +150,8 @@ var mutexColumns = []metav1.TableColumnDefinition{
 	{Name: "Expires", Type: "string", Description: "when the holder's TTL runs out unless renewed"},
 	{Name: "Renewed", Type: "string", Priority: 1, Description: "how long ago the holder last renewed it"},
 	{Name: "Token", Type: "integer", Priority: 1, Description: "the fencing token of the current or last acquisition"},
+	{Name: "Fair", Type: "boolean", Priority: 1, Description: "whether waiters queue in FIFO order"},
+	{Name: "Waiters", Type: "integer", Priority: 1, Description: "how many waiters are queued on a fair mutex"},
 	{Name: "Reason", Type: "string", Priority: 1, Description: "why an Invalid Lease is not a valid mutex"},
 }
 
@@ -163,7 +171,7 @@ func mutexTable(items []lock.Status, now time.Time) *metav1.Table {
 			token = none // unreadable, not zero
 		}
 		t.Rows = append(t.Rows, metav1.TableRow{
-			Cells: []any{s.Name, orNone(s.Holder), string(s.Phase), ttlCell(s.TTL), locked, expires, renewed, token, orNone(s.Reason)},
+			Cells: []any{s.Name, orNone(s.Holder), string(s.Phase), ttlCell(s.TTL), locked, expires, renewed, token, s.Fair, len(s.Waiters), orNone(s.Reason)},
 			Object: runtime.RawExtension{Object: &metav1.PartialObjectMetadata{
 				ObjectMeta: metav1.ObjectMeta{Name: s.Name, Namespace: s.Namespace},
 			}},
