@@ -1,11 +1,15 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,24 +25,29 @@ import (
 	"github.com/konlease/konlease/lock"
 )
 
-// counter counts one client's API requests by verb and 409 responses, and
-// signals each watch that the server accepted.
+// counter counts one client's API requests by verb and 409 responses, the
+// watch events it receives by type, and signals each watch that the server
+// accepted.
 type counter struct {
 	mu        sync.Mutex
 	verbs     map[string]int
 	conflicts int
+	events    map[string]int
 	watches   chan struct{}
 }
 
 func counted(cfg *rest.Config) (*rest.Config, *counter) {
-	c := &counter{verbs: map[string]int{}, watches: make(chan struct{}, 1024)}
+	c := &counter{verbs: map[string]int{}, events: map[string]int{}, watches: make(chan struct{}, 1024)}
 	cfg = rest.CopyConfig(cfg)
 	cfg.QPS = -1 // the benchmark measures the server, not a client-side token bucket
 	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper {
 		return rtFunc(func(req *http.Request) (*http.Response, error) {
 			verb := req.Method
-			if req.URL.Query().Get("watch") == "true" {
+			switch {
+			case req.URL.Query().Get("watch") == "true":
 				verb = "WATCH"
+			case verb == http.MethodGet && strings.HasSuffix(req.URL.Path, "/leases"):
+				verb = "LIST"
 			}
 			resp, err := rt.RoundTrip(req)
 			c.mu.Lock()
@@ -48,6 +57,8 @@ func counted(cfg *rest.Config) (*rest.Config, *counter) {
 			}
 			c.mu.Unlock()
 			if verb == "WATCH" && err == nil && resp.StatusCode == http.StatusOK {
+				resp.Body = &eventCounter{ReadCloser: resp.Body, c: c,
+					proto: strings.Contains(resp.Header.Get("Content-Type"), "protobuf")}
 				select {
 				case c.watches <- struct{}{}:
 				default:
@@ -63,8 +74,73 @@ type rtFunc func(*http.Request) (*http.Response, error)
 
 func (f rtFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
-// take returns the requests by verb (GET, PUT, POST, DELETE, WATCH) and
-// the conflicts since the last take.
+// eventCounter counts the events of a watch stream by type. client-go
+// negotiates protobuf for built-in types: the stream is then a sequence of
+// frames, each a 4-byte big-endian length and a WatchEvent message whose
+// field 1 is the type. A JSON stream has one object per event, each
+// starting {"type":"...".
+type eventCounter struct {
+	io.ReadCloser
+	c     *counter
+	proto bool
+	buf   []byte
+}
+
+func (e *eventCounter) Read(p []byte) (int, error) {
+	n, err := e.ReadCloser.Read(p)
+	e.buf = append(e.buf, p[:n]...)
+	if e.proto {
+		for len(e.buf) >= 4 {
+			size := int(binary.BigEndian.Uint32(e.buf))
+			if len(e.buf) < 4+size {
+				break
+			}
+			msg := e.buf[4 : 4+size]
+			if len(msg) >= 2 && msg[0] == 0x0a && int(msg[1]) < 0x80 && len(msg) >= 2+int(msg[1]) {
+				e.count(string(msg[2 : 2+int(msg[1])]))
+			}
+			e.buf = e.buf[4+size:]
+		}
+		return n, err
+	}
+	const marker = `{"type":"`
+	for {
+		i := bytes.Index(e.buf, []byte(marker))
+		if i < 0 {
+			break
+		}
+		rest := e.buf[i+len(marker):]
+		j := bytes.IndexByte(rest, '"')
+		if j < 0 {
+			break // the type is cut off: wait for the next read
+		}
+		e.count(string(rest[:j]))
+		e.buf = rest[j:]
+	}
+	// Keep enough to see a marker cut in two.
+	if k := len(e.buf) - len(marker) - 16; k > 0 {
+		e.buf = e.buf[k:]
+	}
+	return n, err
+}
+
+func (e *eventCounter) count(typ string) {
+	e.c.mu.Lock()
+	e.c.events[typ]++
+	e.c.mu.Unlock()
+}
+
+// takeEvents returns the watch events by type since the last takeEvents.
+func (c *counter) takeEvents() map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ev := c.events
+	c.events = map[string]int{}
+	return ev
+}
+
+// take returns the requests by verb (GET, LIST, PUT, POST, DELETE, WATCH)
+// and the conflicts since the last take.
 func (c *counter) take() (verbs map[string]int, conflicts int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

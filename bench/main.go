@@ -114,6 +114,23 @@ func run() error {
 		},
 		func() error { return memory(ctx, r, cfg, ns, 100) },
 	}
+	fairNs, fairHolds := []int{2, 8, 32, 128}, []time.Duration{0, 10 * time.Millisecond}
+	if *quick {
+		fairNs, fairHolds = []int{2, 32}, []time.Duration{0}
+	}
+	steps = append(steps,
+		func() error { fmt.Fprintln(progress, "fair:"); return fairCycle(ctx, r, cfg, ns, n) },
+		func() error { return fairHandoff(ctx, r, cfg, ns, n/4) },
+	)
+	for _, hold := range fairHolds {
+		for _, workers := range fairNs {
+			steps = append(steps, func() error { return fairContention(ctx, r, cfg, ns, workers, hold, contend) })
+		}
+	}
+	steps = append(steps, func() error { return fairIdle(ctx, r, cfg, ns, window) })
+	if !*quick {
+		steps = append(steps, func() error { return fairDeadHead(ctx, r, env, cfg, ns, 2) })
+	}
 	for _, step := range steps {
 		if err := step(); err != nil {
 			return err
@@ -189,6 +206,10 @@ func addRatios(r *Results) {
 	r.ratio("konlease.crash", "÷ LE default", "le.default.crash")
 	r.ratio("konlease.idle.holder", "÷ LE 1s", "le.tight.idle.holder")
 	r.ratio("konlease.idle.holder", "÷ LE default", "le.default.idle.holder")
+	r.ratio("fair.cycle", "÷ racing", "konlease.cycle")
+	r.ratio("fair.handoff", "÷ floor", "floor.watch", "floor.update")
+	r.ratio("fair.handoff", "÷ etcd", "etcd.handoff")
+	r.ratio("fair.handoff", "÷ racing", "konlease.handoff")
 }
 
 // targets checks the targets of the benchmark issue against the figures.
@@ -223,6 +244,7 @@ func targets(r *Results) []string {
 		perTTL := h.Value / 10 // 6s TTL: 10 TTLs a minute
 		verdict(perTTL <= 3, "idle TTL holder makes at most 3 requests per TTL: %.2f", perTTL)
 	}
+	out = append(out, fairTargets(r)...)
 	if c2, c32 := get("konlease.contention.2.conflicts"), get("konlease.contention.32.conflicts"); c2 != nil && c32 != nil {
 		out = append(out, fmt.Sprintf("report  409 conflicts per acquisition: %.2f at 2 workers, %.2f at 8, %.2f at 32 (grows with the number of waiters: every waiter races for each release; a FIFO mode would make it constant)",
 			c2.Value, get("konlease.contention.8.conflicts").Value, c32.Value))
@@ -323,6 +345,13 @@ func runRole(role string) error {
 	}
 	ns, name := os.Getenv(roleNamespace), os.Getenv(roleName)
 	ctx := context.Background()
+	if role == "fair-waiter" {
+		c, err := lock.NewForConfig(cfg)
+		if err != nil {
+			return err
+		}
+		return fairWaiterRole(ctx, c, ns, name)
+	}
 	if role == "konlease" {
 		c, err := lock.NewForConfig(cfg)
 		if err != nil {

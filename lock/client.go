@@ -39,6 +39,9 @@ type Client struct {
 	sessions     sessions
 	// deletable holds the namespaces where mayDelete found delete allowed.
 	deletable sync.Map
+	// background counts work that outlives the call that started it
+	// (deleting a holder's queue entry); Close waits for it.
+	background sync.WaitGroup
 }
 
 // ClientOption configures a Client.

@@ -527,7 +527,7 @@ func (m *Mutex) releaseLease(ctx context.Context, h *hold, r *record, skip strin
 		// The view's head may belong to a session it has not seen yet:
 		// read that session, and pass over the entries of missing ones.
 		for range maxSessionReads {
-			if next, sess = h.queue.view.head(skip); next == nil || sess != nil {
+			if next, sess = h.queue.view.head(h.queue.own); next == nil || sess != nil {
 				break
 			}
 			var err error

@@ -46,7 +46,18 @@ func (m *Mutex) startKeeper(h *hold, sent time.Time) {
 // entry left behind would be handed the mutex again), gives back its
 // session, and follows the queue for Unlock until ctx ends.
 func (m *Mutex) keepQueue(ctx context.Context, q *queueHold) {
-	m.cleanEntry(ctx, q)
+	if !q.cleaned && q.own != nil {
+		// The deletion outlives the hold if need be (the Client's Close
+		// waits for it): Unlock need not wait for it, since a releaser
+		// passes over entries older than its own.
+		q.cleaned = true
+		own, sess := q.own, q.sess
+		m.c.background.Add(1)
+		go func() {
+			defer m.c.background.Done()
+			m.deleteEntry(context.WithoutCancel(ctx), own, sess)
+		}()
+	}
 	q.view.start()
 	<-ctx.Done()
 	q.view.stop()
@@ -60,19 +71,25 @@ func (m *Mutex) cleanEntry(ctx context.Context, q *queueHold) {
 		return
 	}
 	q.cleaned = true
+	m.deleteEntry(ctx, q.own, q.sess)
+}
+
+// deleteEntry deletes own, retrying transient failures within the cleanup
+// timeout whatever ctx says, and gives back its session.
+func (m *Mutex) deleteEntry(ctx context.Context, own *entry, sess *ownSession) {
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cleanupTimeout)
 	defer cancel()
 	rt := m.newRetrier("deleting the queue entry of an acquisition")
 	for {
-		err := m.c.deleteExact(cctx, q.own.lease)
+		err := m.c.deleteExact(cctx, own.lease)
 		if err == nil || !rt.wait(cctx, err) {
 			if err != nil {
-				m.log.Info("deleting this holder's queue entry failed; it stays until its session expires", "entry", q.own.lease.Name, "error", err.Error())
+				m.log.Info("deleting this holder's queue entry failed; it stays until its session expires", "entry", own.lease.Name, "error", err.Error())
 			}
 			break
 		}
 	}
-	q.sess.release()
+	sess.release()
 }
 
 func (m *Mutex) keep(ctx context.Context, h *hold, sent time.Time) {
@@ -80,8 +97,10 @@ func (m *Mutex) keep(ctx context.Context, h *hold, sent time.Time) {
 	clk := c.clock
 	d := h.rec.ttl
 	renewing := d > 0 && m.renew
-	// An unconfirmed handoff is confirmed at once, whatever the TTL: until
-	// then the hold is trusted only for its handoff window.
+	// An unconfirmed handoff is confirmed like a renewal, a third into its
+	// window, whatever the TTL: until then the hold is trusted only for the
+	// window. A short hold unlocks before that, and its Unlock, a write
+	// conditional on the handoff, confirms nothing it does not need to.
 	confirming := h.window > 0
 
 	// Watching (or polling) the Lease happens on a goroutine of its own: a
@@ -117,9 +136,13 @@ func (m *Mutex) keep(ctx context.Context, h *hold, sent time.Time) {
 		deadline = clk.NewTimer(max(h.deadline.Sub(clk.Now()), 0))
 	}
 	if renewing || confirming {
+		span := d
+		if confirming {
+			span = h.window
+		}
 		next := time.Duration(0)
-		if !sent.IsZero() && !confirming {
-			next = sent.Add(ttl.RenewInterval(d)).Sub(clk.Now())
+		if !sent.IsZero() {
+			next = sent.Add(ttl.RenewInterval(span)).Sub(clk.Now())
 		}
 		renewal = clk.NewTimer(max(next, 0))
 	}

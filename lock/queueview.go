@@ -85,15 +85,21 @@ func (v *queueView) reset(q *queue) {
 	v.entriesRV = q.rv
 }
 
-// head is the oldest entry whose session is not known to be dead, other
-// than skip, and that session (nil when the view has not seen it yet).
-func (v *queueView) head(skip string) (*entry, *session) {
+// head is the oldest entry whose session is not known to be dead, after
+// own (the holder's entry, nil if it did not queue), and that session (nil
+// when the view has not seen it yet). Entries queued before own are
+// stale: own reached the head, so they were gone, whatever the view has
+// heard of their deletion yet.
+func (v *queueView) head(own *entry) (*entry, *session) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	now := v.c.clock.Now()
 	var best *entry
 	for _, e := range v.entries {
-		if e.lease.Name == skip || (best != nil && !e.before(best)) {
+		if own != nil && !own.before(e) {
+			continue
+		}
+		if best != nil && !e.before(best) {
 			continue
 		}
 		if s, known := v.sessions[e.session]; known && (s == nil || !v.c.liveSession(s, &v.seen, now)) {

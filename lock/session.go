@@ -309,6 +309,7 @@ func (s *ownSession) remove() {
 // them to expire, which others clean up. Waits in progress should have
 // ended first: their entries would be passed over.
 func (c *Client) Close(ctx context.Context) error {
+	c.background.Wait()
 	c.sessions.mu.Lock()
 	all := c.sessions.by
 	c.sessions.by = nil
