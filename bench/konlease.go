@@ -54,6 +54,14 @@ func counted(cfg *rest.Config) (*rest.Config, *counter) {
 			c.verbs[verb]++
 			if err == nil && resp.StatusCode == http.StatusConflict {
 				c.conflicts++
+				what := "mutex"
+				switch {
+				case strings.Contains(req.URL.Path, "konlease-session-"):
+					what = "session"
+				case strings.Contains(req.URL.Path, ".w-"):
+					what = "entry"
+				}
+				c.verbs["409 "+verb+" "+what]++
 			}
 			c.mu.Unlock()
 			if verb == "WATCH" && err == nil && resp.StatusCode == http.StatusOK {
@@ -151,11 +159,12 @@ func (c *counter) take() (verbs map[string]int, conflicts int) {
 
 // sync counts the requests of verbs other than WATCH: the ones an
 // operation waits for. Watches are opened asynchronously by a holder's
-// keeper and are counted apart.
+// keeper and are counted apart. (Keys "409 VERB" count refusals among
+// those already counted.)
 func syncRequests(verbs map[string]int) int {
 	n := 0
 	for v, k := range verbs {
-		if v != "WATCH" {
+		if v != "WATCH" && !strings.HasPrefix(v, "409 ") {
 			n += k
 		}
 	}

@@ -146,7 +146,7 @@ func (c *Client) Get(ctx context.Context, namespace, name string) (Status, error
 		if err != nil {
 			return Status{}, err
 		}
-		live, _, err := c.judgeEntries(ctx, namespace, q.entries, &sightings{})
+		live, _, err := c.judgeEntries(ctx, namespace, q.entries, &sightings{}, "")
 		if err != nil {
 			return Status{}, err
 		}

@@ -188,7 +188,11 @@ func (w *waiter) previous(r *record) string {
 // once. It deletes the entries of sessions that are gone or expired,
 // judged from the API server's time: they belong to processes that died.
 func (w *waiter) judge(ctx context.Context, entries []*entry) ([]*entry, error) {
-	live, dead, err := w.m.c.judgeEntries(ctx, w.m.namespace, entries, &w.seen)
+	var own string
+	if w.own != nil {
+		own = w.own.session // this process's: live while this call runs
+	}
+	live, dead, err := w.m.c.judgeEntries(ctx, w.m.namespace, entries, &w.seen, own)
 	for _, d := range dead {
 		w.passOver(ctx, d.e, d.sess)
 	}
@@ -567,6 +571,7 @@ func (m *Mutex) releaseLease(ctx context.Context, h *hold, r *record, skip strin
 		}
 	}
 	if next == nil || sess == nil {
+		m.log.V(1).Info("releasing: no live waiter to hand the mutex to")
 		return r.release(c.serverNow()), nil
 	}
 	m.log.V(1).Info("handing the mutex to the next waiter", "to", next.holder, "entry", next.lease.Name)

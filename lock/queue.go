@@ -325,10 +325,15 @@ type deadEntry struct {
 
 // judgeEntries sorts entries into live and dead by their sessions, reading
 // each session once; it writes nothing. s supplies when each version was
-// first seen.
-func (c *Client) judgeEntries(ctx context.Context, namespace string, entries []*entry, s *sightings) (live []*entry, dead []deadEntry, err error) {
+// first seen. Entries of ownSession, the caller's own session, are live
+// without a read.
+func (c *Client) judgeEntries(ctx context.Context, namespace string, entries []*entry, s *sightings, ownSession string) (live []*entry, dead []deadEntry, err error) {
 	cache := map[string]*session{}
 	for _, e := range entries {
+		if ownSession != "" && e.session == ownSession {
+			live = append(live, e)
+			continue
+		}
 		sess, ok := cache[e.session]
 		if !ok {
 			if sess, err = c.getSession(ctx, namespace, e.session); err != nil {
