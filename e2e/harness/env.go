@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -45,6 +46,8 @@ type Env struct {
 	etcdURL   string
 	etcd      *process
 	apiserver *process
+	// node is the local node, if Options.Node asked for one.
+	node *node
 }
 
 // state is persisted in Dir so that a detached control plane can be found
@@ -57,6 +60,7 @@ type state struct {
 	EtcdURL    string   `json:"etcdURL"`
 	Etcd       *process `json:"etcd"`
 	APIServer  *process `json:"apiserver"`
+	Node       *node    `json:"node,omitempty"`
 }
 
 // Start returns a ready Kubernetes API: the external cluster selected by
@@ -142,8 +146,19 @@ func startLocal(ctx context.Context, opts Options) (_ *Env, err error) {
 		}
 	}()
 
-	p, err := writePKI(dir)
-	if err != nil {
+	var (
+		p        *pki
+		nodeBins nodeBinaries
+		images   []string
+	)
+	if opts.Node != nil {
+		// The node's sandbox comes first: the API server listens on the
+		// host's end of its uplink.
+		images = slices.Clone(opts.Node.Images)
+		if p, nodeBins, err = e.startNodeSandbox(opts.Node, binDir, &images); err != nil {
+			return nil, err
+		}
+	} else if p, err = writePKI(dir); err != nil {
 		return nil, err
 	}
 	// Ports are picked before the children bind them, so another process can
@@ -161,12 +176,26 @@ func startLocal(ctx context.Context, opts Options) (_ *Env, err error) {
 			return nil, err
 		}
 		e.logf("a port was taken before the control plane bound it; retrying on new ports")
-		if err := e.stopAll(); err != nil {
-			return nil, err
+		// Only etcd and kube-apiserver: a node's sandbox keeps running.
+		for _, p := range []*process{e.apiserver, e.etcd} {
+			if err := p.stop(ctx, e.stopGrace); err != nil {
+				return nil, err
+			}
 		}
 		// The member was initialised with the old peer URL.
 		if err := os.RemoveAll(filepath.Join(dir, "etcd-data")); err != nil {
 			return nil, fmt.Errorf("reset etcd data: %w", err)
+		}
+	}
+	if opts.Node != nil {
+		if err := e.configureNodeControllers(nodeBins, p); err != nil {
+			return nil, err
+		}
+		e.mu.Lock()
+		err := e.startNodeLocked(ctx, images)
+		e.mu.Unlock()
+		if err != nil {
+			return nil, err
 		}
 	}
 	e.logf("control plane ready: %s (dir %s)", e.admin.Host, dir)
@@ -184,6 +213,16 @@ func (e *Env) configure(binDir string, p *pki, opts Options) error {
 	e.etcdURL = loopbackURL("http", clientPort)
 	peerURL := loopbackURL("http", peerPort)
 	host := loopbackURL("https", securePort)
+	address, serviceRange := "127.0.0.1", "10.0.0.0/24"
+	var nodeArgs []string
+	if e.node != nil {
+		// See nodeNet: the host's end of the node's uplink, and the
+		// kubernetes Service's ClusterIP on it.
+		address, securePort = e.node.Net.HostIP().String(), apiServerNodePort
+		host = "https://" + net.JoinHostPort(address, strconv.Itoa(securePort))
+		serviceRange = e.node.Net.ServiceRange().String()
+		nodeArgs = e.node.apiServerArgs
+	}
 
 	etcdArgs := []string{
 		"--name=konlease",
@@ -208,13 +247,13 @@ func (e *Env) configure(binDir string, p *pki, opts Options) error {
 		Binary: filepath.Join(binDir, "kube-apiserver"),
 		Args: append([]string{
 			"--etcd-servers=" + e.etcdURL,
-			"--bind-address=127.0.0.1",
-			"--advertise-address=127.0.0.1",
+			"--bind-address=" + address,
+			"--advertise-address=" + address,
 			"--secure-port=" + strconv.Itoa(securePort),
 			// No other apiserver and no Service traffic: do not maintain the
 			// kubernetes Service endpoints.
 			"--endpoint-reconciler-type=none",
-			"--service-cluster-ip-range=10.0.0.0/24",
+			"--service-cluster-ip-range=" + serviceRange,
 			"--tls-cert-file=" + p.certFile,
 			"--tls-private-key-file=" + p.keyFile,
 			// Unused (certificates are given above) but keeps the default
@@ -227,7 +266,7 @@ func (e *Env) configure(binDir string, p *pki, opts Options) error {
 			"--authorization-mode=RBAC",
 			"--token-auth-file=" + p.tokenFile,
 			"--profiling=false",
-		}, opts.APIServerArgs...),
+		}, append(nodeArgs, opts.APIServerArgs...)...),
 		LogPath: filepath.Join(e.dir, "kube-apiserver.log"),
 	}
 	e.admin = &rest.Config{
@@ -285,6 +324,7 @@ func Attach(dir string, opts Options) (*Env, error) {
 		etcdURL:    st.EtcdURL,
 		etcd:       st.Etcd,
 		apiserver:  st.APIServer,
+		node:       st.Node,
 		admin: &rest.Config{
 			Host:            st.Host,
 			BearerToken:     st.AdminToken,
@@ -313,16 +353,20 @@ func (e *Env) Stop() error {
 	return nil
 }
 
-// stopAll stops kube-apiserver, then etcd.
+// stopAll stops the node (its sandbox, then the controllers), then
+// kube-apiserver, then etcd.
 func (e *Env) stopAll() error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	var errs []error
-	for _, p := range []*process{e.apiserver, e.etcd} {
-		if p == nil {
-			continue
+	procs := e.processesLocked()
+	for i := len(procs) - 1; i >= 0; i-- {
+		p := procs[i]
+		grace := e.stopGrace
+		if p.Sandbox {
+			grace = max(grace, nodeStopGrace)
 		}
-		if err := p.stop(context.Background(), e.stopGrace); err != nil {
+		if err := p.stop(context.Background(), grace); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -330,6 +374,16 @@ func (e *Env) stopAll() error {
 		return fmt.Errorf("stop control plane: %w", errors.Join(errs...))
 	}
 	return nil
+}
+
+// processesLocked lists the local processes that exist, in the order in
+// which they depend on each other (stopped in reverse).
+func (e *Env) processesLocked() []*process {
+	all := []*process{e.etcd, e.apiserver}
+	if e.node != nil {
+		all = append(all, e.node.ControllerManager, e.node.Scheduler, e.node.Sandbox)
+	}
+	return slices.DeleteFunc(all, func(p *process) bool { return p == nil })
 }
 
 // Local reports whether the Env runs its own control plane (so fault control
@@ -371,7 +425,7 @@ func (e *Env) Components() []Component {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	var out []Component
-	for _, p := range []*process{e.etcd, e.apiserver} {
+	for _, p := range e.processesLocked() {
 		out = append(out, Component{Name: p.Name, PID: p.PID, Running: p.running(), LogPath: p.LogPath})
 	}
 	return out
@@ -479,6 +533,7 @@ func (e *Env) saveStateLocked() error {
 		EtcdURL:    e.etcdURL,
 		Etcd:       e.etcd,
 		APIServer:  e.apiserver,
+		Node:       e.node,
 	}
 	raw, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
