@@ -20,11 +20,11 @@ import (
 // kube-apiserver's client certificate for kubelet (logs, exec), the CA that
 // kubelet trusts for it, and kubelet's own token.
 type nodePKI struct {
-	kubeletClientCAFile   string
-	apiserverKubeletCert  string
-	apiserverKubeletKey   string
-	kubeletToken          string
-	kubeletUser, nodesGrp string
+	kubeletClientCAFile  string
+	apiserverKubeletCert string
+	apiserverKubeletKey  string
+	kubeletToken         string
+	kubeletUser          string
 }
 
 const (
@@ -89,7 +89,6 @@ func writeNodePKI(dir string, p *pki, nodeName string) (*nodePKI, error) {
 		apiserverKubeletKey:  filepath.Join(dir, "apiserver-kubelet-client.key"),
 		kubeletToken:         rand.Text(),
 		kubeletUser:          "system:node:" + nodeName,
-		nodesGrp:             nodesGroup,
 	}
 	for _, f := range []struct {
 		path string
@@ -108,9 +107,12 @@ func writeNodePKI(dir string, p *pki, nodeName string) (*nodePKI, error) {
 	if err != nil {
 		return nil, fmt.Errorf("add kubelet token: %w", err)
 	}
-	defer tokens.Close()
-	if _, err := fmt.Fprintf(tokens, "%s,%s,%s,%q\n", np.kubeletToken, np.kubeletUser, np.kubeletUser, np.nodesGrp); err != nil {
+	if _, err := fmt.Fprintf(tokens, "%s,%s,%s,%q\n", np.kubeletToken, np.kubeletUser, np.kubeletUser, nodesGroup); err != nil {
+		tokens.Close()
 		return nil, fmt.Errorf("add kubelet token: %w", err)
 	}
-	return np, tokens.Close()
+	if err := tokens.Close(); err != nil {
+		return nil, fmt.Errorf("add kubelet token: %w", err)
+	}
+	return np, nil
 }
