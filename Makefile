@@ -80,6 +80,7 @@ $(BIN)/kind: $(TOOLS_MOD)
 
 unit: ## unit tests with the race detector
 	$(GO) test -race -timeout $(UNIT_TIMEOUT) ./...
+	cd tools/mkimage && $(GO) test -race -timeout $(UNIT_TIMEOUT) ./...
 
 # As root, the e2e suite includes the node tests (e2e/node), which need the
 # node; elsewhere they skip, saying why.

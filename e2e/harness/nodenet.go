@@ -197,9 +197,3 @@ func (n nodeNet) createUplink(sandboxPID int) error {
 	}
 	return nil
 }
-
-// hostLinkExists reports whether the host end of the uplink is there.
-func (n nodeNet) hostLinkExists() bool {
-	_, err := net.InterfaceByName(n.HostLink)
-	return err == nil
-}
