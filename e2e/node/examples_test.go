@@ -174,9 +174,9 @@ func cronJobManualRuns(t *testing.T, name string, skip manifests.SkipOutcome) {
 	}
 	// Held by the running pod, under its own name (the script passes
 	// $HOSTNAME; koncli mutex run's default starts with it).
-	st := mutexStatus(t, t.Context(), ns, "daily-job")
+	st := mutexStatus(t, t.Context(), ns, skip.Mutex)
 	if st.Phase != lock.PhaseLocked || !strings.HasPrefix(st.Holder, holder.Pod) {
-		t.Errorf("mutex daily-job while %s runs: phase %s holder %q, want Locked by it", holder.Pod, st.Phase, st.Holder)
+		t.Errorf("mutex %s while %s runs: phase %s holder %q, want Locked by it", skip.Mutex, holder.Pod, st.Phase, st.Holder)
 	}
 
 	release(t, ns, rec)
@@ -189,8 +189,8 @@ func cronJobManualRuns(t *testing.T, name string, skip manifests.SkipOutcome) {
 	if len(r.Entries) != 1 || r.Entries[0].Outcome != "ok" {
 		t.Errorf("record: %+v, want one critical section that ended ok", r.Entries)
 	}
-	if st := mutexStatus(t, t.Context(), ns, "daily-job"); st.Phase != lock.PhaseUnlocked {
-		t.Errorf("mutex daily-job after both runs: %s, want %s", st.Phase, lock.PhaseUnlocked)
+	if st := mutexStatus(t, t.Context(), ns, skip.Mutex); st.Phase != lock.PhaseUnlocked {
+		t.Errorf("mutex %s after both runs: %s, want %s", skip.Mutex, st.Phase, lock.PhaseUnlocked)
 	}
 }
 
