@@ -171,9 +171,16 @@ func (in *Init) reap(ctx context.Context, children <-chan os.Signal) {
 	}
 }
 
+// execMu keeps the reaper from collecting the exit of a command that
+// exec.Cmd waits for (ip, during the set-up): Wait4(-1) would take it, and
+// the command would fail with ECHILD.
+var execMu sync.RWMutex
+
 // reapNow collects the children that have exited, without blocking, and
 // reports whether none are left.
 func (in *Init) reapNow() (none bool) {
+	execMu.Lock()
+	defer execMu.Unlock()
 	for {
 		var ws syscall.WaitStatus
 		pid, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil)
@@ -311,6 +318,8 @@ func waitDial(ctx context.Context, ep Endpoint) error {
 
 // ip runs an iproute2 command.
 func ip(args ...string) error {
+	execMu.RLock()
+	defer execMu.RUnlock()
 	out, err := exec.Command("ip", args...).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("ip %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
