@@ -41,16 +41,18 @@ func TestMain(m *testing.M) {
 	if os.Getenv(childEnv) != "" {
 		os.Exit(childMain())
 	}
-	images, err := imageArchives()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "node tests: %v\n", err)
-		os.Exit(1)
-	}
 	external := os.Getenv(harness.EnvKubeconfig) != ""
 	if !external && os.Geteuid() != 0 {
-		s.skip = "the local node needs root (namespaces, containerd, kubelet); run as root, or give a cluster with nodes in " + harness.EnvKubeconfig
-		fmt.Fprintf(os.Stderr, "\n*** node tests SKIPPED: %s ***\n\n", s.skip)
-		os.Exit(m.Run())
+		os.Exit(skipAll(m, "the local node needs root (namespaces, containerd, kubelet); run as root, or give a cluster with nodes in "+harness.EnvKubeconfig))
+	}
+	images, err := imageArchives()
+	if err != nil {
+		if external {
+			os.Exit(skipAll(m, err.Error()))
+		}
+		// As root the node must be there: make e2e builds it.
+		fmt.Fprintf(os.Stderr, "node tests: %v\n", err)
+		os.Exit(1)
 	}
 	s.images = map[string]string{}
 	var paths []string
@@ -64,6 +66,13 @@ func TestMain(m *testing.M) {
 		paths = append(paths, path)
 	}
 	os.Exit(harness.Main(m, harness.Options{Node: &harness.NodeOptions{Images: paths}}, &s.env))
+}
+
+// skipAll runs the tests with every one skipping, saying why, loudly.
+func skipAll(m *testing.M, why string) int {
+	s.skip = why
+	fmt.Fprintf(os.Stderr, "\n*** node tests SKIPPED: %s ***\n\n", why)
+	return m.Run()
 }
 
 // imageArchives finds the archives of bin/images (KONLEASE_CONTROLPLANE_BIN
