@@ -233,9 +233,12 @@ func (e *Env) startSandbox(bins nodeBinaries, p *pki) error {
 			Bridge:  sandboxBridge,
 			Address: fmt.Sprintf("%s/%d", e.node.Net.NodeIP(), e.node.Net.Subnet.Bits()),
 		},
-		Masks:     []string{"/run", "/var/lib", "/var/log"},
-		Overrides: kubeletTunables,
-		StateDir:  paths.state,
+		Masks: []string{"/run", "/var/lib", "/var/log"},
+		// containerd's runc shim puts the CRI's containers (kubelet passes
+		// no cgroup parent without cgroupsPerQOS) under /k8s.io.
+		CgroupParents: []string{"k8s.io"},
+		Overrides:     kubeletTunables,
+		StateDir:      paths.state,
 		Processes: []sandbox.Process{
 			{
 				Name: "containerd", Path: mustLookPath("containerd"),

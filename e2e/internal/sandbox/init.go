@@ -290,6 +290,9 @@ func (in *Init) cleanUp() error {
 	if err := removeCgroups(in.cgroups); err != nil {
 		errs = append(errs, err)
 	}
+	if stayed := removeEmptyCgroups(in.spec.CgroupParents); len(stayed) > 0 {
+		in.logf("cgroups left to other runs: %s", strings.Join(stayed, "; "))
+	}
 	if len(errs) == 0 {
 		in.logf("cleaned up")
 	}

@@ -244,6 +244,25 @@ func removeCgroups(cgroups []string) error {
 	}
 }
 
+// removeEmptyCgroups removes the cgroups rel in every hierarchy where they
+// are empty; one that is not (another run's containers) stays. It returns
+// what stayed, and why.
+func removeEmptyCgroups(rels []string) []string {
+	var stayed []string
+	for _, rel := range rels {
+		dirs, err := CgroupDirs(rel)
+		if err != nil {
+			return []string{err.Error()}
+		}
+		for _, d := range dirs {
+			if err := syscall.Rmdir(d); err != nil && !errors.Is(err, syscall.ENOENT) {
+				stayed = append(stayed, fmt.Sprintf("%s: %v", d, err))
+			}
+		}
+	}
+	return stayed
+}
+
 // removeEmptyParents removes the parents of dir that belong to the cgroup
 // path rel (not the hierarchy's root), as long as they are empty.
 func removeEmptyParents(dir, rel string) {

@@ -47,6 +47,12 @@ type Spec struct {
 	// vm.overcommit_memory, ...); showing it the values it wants keeps it
 	// from changing the host's.
 	Overrides map[string]string `json:"overrides,omitempty"`
+	// CgroupParents are cgroups (relative to each hierarchy's root) that
+	// the node's programs create as parents of the containers' cgroups
+	// and never remove (containerd's runc shim: /k8s.io, after the CRI's
+	// namespace); removed at exit if empty, that is, if no other run's
+	// containers are in them.
+	CgroupParents []string `json:"cgroupParents,omitempty"`
 	// StateDir holds the processes' state (containerd's content and
 	// snapshots, kubelet's root directory); unmounted and removed at exit.
 	StateDir string `json:"stateDir"`
