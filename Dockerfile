@@ -1,9 +1,15 @@
 # syntax=docker/dockerfile:1
 #
-# The koncli image: a static koncli on distroless, as a non-root user.
+# The koncli image: a static koncli on distroless, as a non-root user, built
+# with Docker for machines that can pull golang and distroless:
 #
-#   make image                                  # builds konlease/koncli:dev
+#   make image-docker                           # builds konlease/koncli:dev
 #   docker run --rm konlease/koncli:dev version
+#
+# `make image` builds the same image offline, without Docker: a static
+# koncli on an empty base with the CA certificates and nonroot user that
+# distroless has (tools/mkimage), as bin/images/koncli.tar. BASE_IMAGE
+# picks another base with those (a mirror of distroless, say).
 #
 # Applications add koncli to their own image by copying it from this one
 # (see examples/db-migration/job.yaml):
@@ -14,6 +20,7 @@
 # release image and its build context is the whole module.
 
 ARG GO_VERSION=1.26
+ARG BASE_IMAGE=gcr.io/distroless/static-debian12:nonroot
 
 # Build on the builder's own platform and cross-compile for the target
 # (docker buildx build --platform linux/arm64): Go needs no emulation.
@@ -39,7 +46,7 @@ RUN --mount=type=cache,target=/go/pkg/mod \
 
 # static: CA certificates, tzdata and /etc/passwd, no shell; nonroot: the
 # user 65532.
-FROM gcr.io/distroless/static-debian12:nonroot
+FROM ${BASE_IMAGE}
 COPY --from=build /out/koncli /usr/local/bin/koncli
 # Numeric, so that a pod with runAsNonRoot: true can verify it.
 USER 65532:65532

@@ -24,7 +24,7 @@ CONTROLPLANE_BINS := $(BIN)/kube-apiserver $(BIN)/etcd
 # environment also keeps CLIs started by tests from finding an ambient one.
 E2E_TEST := env -u KUBECONFIG $(GO) test -race -tags e2e -count=1 -timeout $(E2E_TIMEOUT) ./e2e/...
 
-.PHONY: help build controlplane tools unit fuzz e2e test lint up down status e2e-kind e2e-cluster demo image bench bench-build bench-quick chaos clean
+.PHONY: help build controlplane tools unit fuzz e2e test lint up down status e2e-kind e2e-cluster demo image image-docker node node-packages node-images bench bench-build bench-quick chaos clean
 
 help: ## list targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -50,7 +50,8 @@ controlplane: $(CONTROLPLANE_BINS) ## build bin/kube-apiserver and bin/etcd (fir
 
 # The version stamps make /version report the real release (client-go and
 # kubectl compare it); they are read from the nested module's go.mod.
-$(BIN)/kube-apiserver: $(CONTROLPLANE_MOD)
+# $(call build-k8s,CMD) builds k8s.io/kubernetes/cmd/CMD into $@.
+define build-k8s
 	cd e2e/controlplane && \
 	v=$$($(GO) list -m -f '{{.Version}}' k8s.io/kubernetes) && \
 	ver=$${v#v} && major=$${ver%%.*} && rest=$${ver#*.} && minor=$${rest%%.*} && \
@@ -59,7 +60,11 @@ $(BIN)/kube-apiserver: $(CONTROLPLANE_MOD)
 		-X k8s.io/component-base/version.gitMajor=$$major \
 		-X k8s.io/component-base/version.gitMinor=$$minor \
 		-X k8s.io/component-base/version.gitTreeState=clean" \
-		k8s.io/kubernetes/cmd/kube-apiserver
+		k8s.io/kubernetes/cmd/$(1)
+endef
+
+$(BIN)/kube-apiserver: $(CONTROLPLANE_MOD)
+	$(call build-k8s,kube-apiserver)
 
 # etcd's main package is the module root go.etcd.io/etcd/server/v3.
 $(BIN)/etcd: $(CONTROLPLANE_MOD)
@@ -75,8 +80,13 @@ $(BIN)/kind: $(TOOLS_MOD)
 
 unit: ## unit tests with the race detector
 	$(GO) test -race -timeout $(UNIT_TIMEOUT) ./...
+	cd tools/mkimage && $(GO) test -race -timeout $(UNIT_TIMEOUT) ./...
 
-e2e: controlplane ## e2e tests against a local etcd + kube-apiserver
+# As root, the e2e suite includes the node tests (e2e/node), which need the
+# node; elsewhere they skip, saying why.
+NODE_IF_ROOT := $(if $(filter 0,$(shell id -u)),node)
+
+e2e: controlplane $(NODE_IF_ROOT) ## e2e tests against a local etcd + kube-apiserver (and, as root, a node running pods)
 	KONLEASE_E2E_KUBECONFIG= $(E2E_TEST)
 
 test: lint unit fuzz e2e ## everything CI checks: lint, unit, a short fuzz run, e2e
@@ -97,9 +107,10 @@ lint: $(BIN)/staticcheck ## gofmt, go vet and staticcheck, with and without the 
 	$(BIN)/staticcheck ./...
 	$(BIN)/staticcheck -tags e2e ./...
 	cd bench && $(GO) vet ./... && $(BIN)/staticcheck ./...
+	cd tools/mkimage && $(GO) vet ./... && $(BIN)/staticcheck ./...
 
-up: controlplane ## start a local control plane in the background; prints export KUBECONFIG=...
-	@$(GO) run ./e2e/cmd/controlplane up
+up: controlplane $(if $(NODE),node) ## start a local control plane in the background (NODE=1: with a node, as root); prints export KUBECONFIG=...
+	@$(GO) run ./e2e/cmd/controlplane up $(if $(NODE),--node)
 
 status: ## show the control plane started by make up
 	@$(GO) run ./e2e/cmd/controlplane status
@@ -107,8 +118,8 @@ status: ## show the control plane started by make up
 down: ## stop the control plane started by make up and remove its state
 	@$(GO) run ./e2e/cmd/controlplane down
 
-e2e-kind: $(BIN)/kind ## e2e tests against a throwaway kind cluster (needs Docker)
-	KIND=$(BIN)/kind e2e/kind/run.sh $(E2E_TEST)
+e2e-kind: $(BIN)/kind node-images ## e2e tests against a throwaway kind cluster (needs Docker), node tests included
+	KIND=$(BIN)/kind IMAGES="$(IMAGES)/koncli.tar $(IMAGES)/e2e-app.tar $(IMAGES)/example-with.tar" e2e/kind/run.sh $(E2E_TEST)
 
 # The cluster must be named on the command line: an exported KUBECONFIG (a
 # developer's everyday, maybe production, context) is never used implicitly.
@@ -123,16 +134,69 @@ endif
 demo: build controlplane ## workers contending for one mutex through koncli, on a throwaway local control plane
 	@env -u KUBECONFIG $(GO) run ./examples/demo --koncli $(BIN)/koncli
 
-# The image is built by Docker with BuildKit (RUN --mount, cross-platform
-# ARGs); nothing else in the project needs Docker.
+# `make image` builds the koncli image offline, with no container engine and
+# nothing pulled: a static koncli on an empty base, with the CA certificates
+# (CA_CERTS) and the nonroot user 65532 that the Dockerfile's distroless
+# base provides, the same entrypoint and user. tools/mkimage (a nested
+# module: go-containerregistry stays out of the library's go.mod) writes it
+# as bin/images/koncli.tar in the docker save format; it is loaded into
+# Docker when a Docker daemon answers. `make image-docker` builds the
+# Dockerfile instead (BuildKit; pulls golang and distroless).
 IMAGE ?= konlease/koncli:dev
+IMAGES := $(BIN)/images
+IMAGE_ROOT := $(BIN)/image-root
+MKIMAGE := $(BIN)/mkimage
+CA_CERTS ?= /etc/ssl/certs/ca-certificates.crt
+STATIC_GO_BUILD := CGO_ENABLED=0 $(GO) build -trimpath
 
-image: ## build the koncli container image with Docker: make image [IMAGE=name:tag]
+$(MKIMAGE): tools/mkimage/go.mod tools/mkimage/go.sum tools/mkimage/main.go
+	cd tools/mkimage && $(GO) build -o $@ .
+
+image: $(MKIMAGE) ## build the koncli image offline into bin/images/koncli.tar (docker load-ed if Docker runs): make image [IMAGE=name:tag]
+	@mkdir -p $(IMAGES) $(IMAGE_ROOT)
+	$(STATIC_GO_BUILD) -ldflags "-s -w $(VERSION_LDFLAGS)" \
+		-o $(IMAGE_ROOT)/koncli ./cmd/koncli
+	$(MKIMAGE) -o $(IMAGES)/koncli.tar -tag $(IMAGE) -nonroot -ca-certs $(CA_CERTS) \
+		-add $(IMAGE_ROOT)/koncli=/usr/local/bin/koncli -entrypoint /usr/local/bin/koncli
+	@if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then docker load -i $(IMAGES)/koncli.tar; \
+	else echo "make image: no Docker daemon; load $(IMAGES)/koncli.tar with docker load -i, ctr images import or kind load image-archive"; fi
+
+image-docker: ## build the Dockerfile with Docker (BuildKit; pulls golang and distroless): make image-docker [IMAGE=name:tag]
 	@command -v docker >/dev/null 2>&1 || { \
-		echo "make image needs Docker: no docker command on PATH. Install Docker (with buildx), or build the Dockerfile with any BuildKit builder."; exit 1; }
+		echo "make image-docker needs Docker: no docker command on PATH (make image needs none)."; exit 1; }
 	@docker info >/dev/null 2>&1 || { \
-		echo "make image needs Docker: the docker command is here but no Docker daemon answers (docker info fails). Start it, or point DOCKER_HOST at one."; exit 1; }
+		echo "make image-docker needs Docker: the docker command is here but no Docker daemon answers (docker info fails). Start it, or point DOCKER_HOST at one."; exit 1; }
 	DOCKER_BUILDKIT=1 docker build --build-arg VERSION=$(VERSION) -t $(IMAGE) .
+
+# The local node of the e2e harness (harness.NodeOptions; make up NODE=1):
+# kubelet, kube-controller-manager and kube-scheduler built from
+# e2e/controlplane like kube-apiserver; the sandbox init and the pause
+# program are our own; containerd, runc and the CNI plugins are Debian's
+# (e2e/node/packages.sh). The images are built like `make image`: the pause
+# image, the app image of the node tests (the koncli image plus their
+# stand-ins for ./migrate and run-daily-job, and busybox's sh for the
+# lock/unlock CronJob's script), and examples/with.
+NODE_K8S_BINS := $(BIN)/kubelet $(BIN)/kube-controller-manager $(BIN)/kube-scheduler
+BUSYBOX ?= /bin/busybox
+
+node: node-packages $(NODE_K8S_BINS) node-images ## the local node that runs pods: binaries, images, OS packages (as root)
+	$(STATIC_GO_BUILD) -o $(BIN)/nodesandbox ./e2e/cmd/nodesandbox
+
+node-packages: ## install what the node needs from the OS (containerd, runc, CNI plugins, busybox-static) when missing
+	e2e/node/packages.sh
+
+$(NODE_K8S_BINS): $(CONTROLPLANE_MOD)
+	$(call build-k8s,$(@F))
+
+node-images: image ## the images of the node tests into bin/images
+	$(STATIC_GO_BUILD) -ldflags "-s -w" -o $(IMAGE_ROOT)/ ./e2e/cmd/pause ./e2e/node/workload ./examples/with
+	$(MKIMAGE) -o $(IMAGES)/pause.tar -tag konlease.test/pause:v1 \
+		-add $(IMAGE_ROOT)/pause=/pause -entrypoint /pause -user 65535:65535
+	$(MKIMAGE) -o $(IMAGES)/e2e-app.tar -tag konlease.test/e2e-app:v1 -base $(IMAGES)/koncli.tar -workdir /app \
+		-add $(IMAGE_ROOT)/workload=/app/migrate -add $(IMAGE_ROOT)/workload=/usr/local/bin/run-daily-job \
+		-add $(BUSYBOX)=/bin/sh
+	$(MKIMAGE) -o $(IMAGES)/example-with.tar -tag konlease.test/example-with:v1 -nonroot \
+		-add $(IMAGE_ROOT)/with=/usr/local/bin/with -entrypoint /usr/local/bin/with
 
 # The benchmark is a nested module (bench/) so that its baselines (etcd's
 # client, leader election) never enter the library's go.mod. It starts its

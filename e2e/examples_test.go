@@ -8,13 +8,11 @@ package e2e
 // examples/rbac can do what the examples make it do.
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
-	"io/fs"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -28,15 +26,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/wait"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
-	"k8s.io/client-go/discovery"
-	"k8s.io/client-go/discovery/cached/memory"
-	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/restmapper"
 	"sigs.k8s.io/yaml"
 
 	"github.com/konlease/konlease/e2e/harness"
+	"github.com/konlease/konlease/e2e/manifests"
 	"github.com/konlease/konlease/lock"
 )
 
@@ -350,11 +344,11 @@ func exampleRBACCommands(t *testing.T, kubeconfig, ns string) {
 		})
 	}
 	// Each CronJob form has its own mutex (their TTLs differ). Held by
-	// another run, the koncli mutex run form fails with 3, the script skips
-	// with 0.
+	// another run, they do what manifests.CronJobSkips says (the node tests
+	// expect the same).
 	var holders []*lock.Mutex
-	for _, name := range []string{"daily-job", "daily-job-script"} {
-		holder := newMutex(t, admin, ns, name, lock.WithHolder("other-run"))
+	for _, name := range slices.Sorted(maps.Keys(manifests.CronJobSkips)) {
+		holder := newMutex(t, admin, ns, manifests.CronJobSkips[name].Mutex, lock.WithHolder("other-run"))
 		if err := holder.Lock(t.Context()); err != nil {
 			t.Fatal(err)
 		}
@@ -366,11 +360,13 @@ func exampleRBACCommands(t *testing.T, kubeconfig, ns string) {
 		}
 		t.Run(c.object+"/held", func(t *testing.T) {
 			r := run(t, c.command)
-			if c.command[0] == "koncli" {
-				r.wantExit(t, 3)
-			} else {
-				r.wantExit(t, 0)
-				r.wantStdout(t, "Job already running, skipping")
+			skip, ok := manifests.CronJobSkips[strings.TrimPrefix(c.object, "CronJob/")]
+			if !ok {
+				t.Fatalf("manifests.CronJobSkips does not say what %s does when the mutex is held", c.object)
+			}
+			r.wantExit(t, skip.ExitCode)
+			if skip.Stdout != "" {
+				r.wantStdout(t, skip.Stdout)
 			}
 			if strings.Contains(r.stdout, "ran ") {
 				t.Errorf("%s ran the job while another run held the mutex:\n%s", r.name, r.stdout)
@@ -422,18 +418,7 @@ func TestExampleWorkloads(t *testing.T) {
 // but examples/rbac.
 func exampleWorkloads(t *testing.T) []*unstructured.Unstructured {
 	t.Helper()
-	var objs []*unstructured.Unstructured
-	err := filepath.WalkDir(filepath.Join(exampleRoot(t), "examples"), func(path string, d fs.DirEntry, err error) error {
-		switch {
-		case err != nil:
-			return err
-		case d.IsDir() && d.Name() == "rbac":
-			return filepath.SkipDir
-		case !d.IsDir() && strings.HasSuffix(path, ".yaml"):
-			objs = append(objs, readManifests(t, path)...)
-		}
-		return nil
-	})
+	objs, err := manifests.Workloads(exampleRoot(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -441,12 +426,7 @@ func exampleWorkloads(t *testing.T) []*unstructured.Unstructured {
 }
 
 // podSpecPath is where a Job's or CronJob's pod spec is.
-func podSpecPath(obj *unstructured.Unstructured) []string {
-	if obj.GetKind() == "CronJob" {
-		return []string{"spec", "jobTemplate", "spec", "template", "spec"}
-	}
-	return []string{"spec", "template", "spec"}
-}
+var podSpecPath = manifests.PodSpecPath
 
 // exampleContainer is a container command of an example workload.
 type exampleContainer struct {
@@ -474,82 +454,32 @@ func exampleContainers(t *testing.T) []exampleContainer {
 	return out
 }
 
-// exampleApplier creates unstructured objects of any kind, finding their
-// resource through discovery as kubectl does.
-type exampleApplier struct {
-	dyn    dynamic.Interface
-	mapper *restmapper.DeferredDiscoveryRESTMapper
-}
+// exampleApplier creates example objects as the admin (manifests.Applier).
+type exampleApplier struct{ *manifests.Applier }
 
 func newExampleApplier(t *testing.T) *exampleApplier {
 	t.Helper()
-	dyn, err := dynamic.NewForConfig(env.Config())
+	a, err := manifests.NewApplier(env.Config())
 	if err != nil {
 		t.Fatal(err)
 	}
-	dc, err := discovery.NewDiscoveryClientForConfig(env.Config())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &exampleApplier{dyn: dyn, mapper: restmapper.NewDeferredDiscoveryRESTMapperWithContext(memory.NewMemCacheClientWithContext(dc))}
+	return &exampleApplier{a}
 }
 
 // create creates obj in namespace, or only validates it when dryRun is set.
-// Strict field validation rejects unknown and duplicate fields.
 func (a *exampleApplier) create(t *testing.T, namespace string, obj *unstructured.Unstructured, dryRun bool) {
 	t.Helper()
-	gvk := obj.GroupVersionKind()
-	m, err := a.mapper.RESTMappingWithContext(t.Context(), gvk.GroupKind(), gvk.Version)
-	if err != nil {
-		t.Fatalf("%s %s: %v", gvk, obj.GetName(), err)
-	}
-	opts := metav1.CreateOptions{FieldValidation: metav1.FieldValidationStrict}
-	if dryRun {
-		opts.DryRun = []string{metav1.DryRunAll}
-	}
-	if _, err := a.dyn.Resource(m.Resource).Namespace(namespace).Create(t.Context(), obj, opts); err != nil {
-		t.Errorf("create %s %s (dry run %v): %v", gvk.Kind, obj.GetName(), dryRun, err)
+	if _, err := a.Create(t.Context(), namespace, obj, dryRun); err != nil {
+		t.Error(err)
 	}
 }
 
-// readManifests parses every document of a YAML file into an object. The
-// examples name no namespace: the user chooses it (kubectl -n, kustomize).
+// readManifests parses every document of a YAML file (manifests.Read).
 func readManifests(t *testing.T, path string) []*unstructured.Unstructured {
 	t.Helper()
-	f, err := os.Open(path)
+	objs, err := manifests.Read(path)
 	if err != nil {
 		t.Fatal(err)
-	}
-	defer f.Close()
-	var objs []*unstructured.Unstructured
-	docs := utilyaml.NewYAMLReader(bufio.NewReader(f))
-	for {
-		doc, err := docs.Read()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatalf("%s: %v", path, err)
-		}
-		if len(bytes.TrimSpace(doc)) == 0 {
-			continue
-		}
-		// Strict: a key given twice is an error, not "the last one wins".
-		j, err := yaml.YAMLToJSONStrict(doc)
-		if err != nil {
-			t.Fatalf("%s: %v", path, err)
-		}
-		obj := &unstructured.Unstructured{}
-		if err := obj.UnmarshalJSON(j); err != nil {
-			t.Fatalf("%s: %v", path, err)
-		}
-		if obj.GetNamespace() != "" {
-			t.Errorf("%s: %s %s names namespace %q; examples leave it to the user", path, obj.GetKind(), obj.GetName(), obj.GetNamespace())
-		}
-		objs = append(objs, obj)
-	}
-	if len(objs) == 0 {
-		t.Fatalf("%s: no objects", path)
 	}
 	return objs
 }

@@ -29,6 +29,22 @@
 // e2e/cmd/controlplane, behind `make up`); Attach reloads such a control plane
 // from the state it leaves in its directory.
 //
+// # A node
+//
+// Options.Node adds what running pods takes: kube-controller-manager and
+// kube-scheduler beside kube-apiserver, and containerd and kubelet in a
+// sandbox (package e2e/internal/sandbox, started as e2e/cmd/nodesandbox):
+// the init of new PID, mount, network and UTS namespaces, so that all the
+// node's processes, mounts and network devices go with it, even after a
+// SIGKILL of the test binary (its parent-death signal is SIGTERM, on which
+// it stops everything and removes its state and the containers' cgroups).
+// All state and sockets are in the Env's directory or the sandbox's own
+// tmpfs, so that runs never share any. The pods' network is a bridge in the
+// sandbox joined to the host by a veth; see nodeNet for the addresses and
+// why the pods' in-cluster configuration works without kube-proxy. Nothing
+// is pulled: image archives are imported (NodeOptions.Images), the sandbox
+// image being the project's own pause program. It needs root.
+//
 // # External clusters
 //
 // Options.Kubeconfig, or the environment variable KONLEASE_E2E_KUBECONFIG,

@@ -5,11 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -45,6 +45,8 @@ type Env struct {
 	etcdURL   string
 	etcd      *process
 	apiserver *process
+	// node is the local node, if Options.Node asked for one.
+	node *node
 }
 
 // state is persisted in Dir so that a detached control plane can be found
@@ -57,6 +59,7 @@ type state struct {
 	EtcdURL    string   `json:"etcdURL"`
 	Etcd       *process `json:"etcd"`
 	APIServer  *process `json:"apiserver"`
+	Node       *node    `json:"node,omitempty"`
 }
 
 // Start returns a ready Kubernetes API: the external cluster selected by
@@ -142,8 +145,19 @@ func startLocal(ctx context.Context, opts Options) (_ *Env, err error) {
 		}
 	}()
 
-	p, err := writePKI(dir)
-	if err != nil {
+	var (
+		p        *pki
+		nodeBins nodeBinaries
+		images   []string
+	)
+	if opts.Node != nil {
+		// The node's sandbox comes first: the API server listens on the
+		// host's end of its uplink.
+		images = slices.Clone(opts.Node.Images)
+		if p, nodeBins, err = e.startNodeSandbox(opts.Node, binDir, &images); err != nil {
+			return nil, err
+		}
+	} else if p, err = writePKI(dir); err != nil {
 		return nil, err
 	}
 	// Ports are picked before the children bind them, so another process can
@@ -161,12 +175,26 @@ func startLocal(ctx context.Context, opts Options) (_ *Env, err error) {
 			return nil, err
 		}
 		e.logf("a port was taken before the control plane bound it; retrying on new ports")
-		if err := e.stopAll(); err != nil {
-			return nil, err
+		// Only etcd and kube-apiserver: a node's sandbox keeps running.
+		for _, p := range []*process{e.apiserver, e.etcd} {
+			if err := p.stop(ctx, e.stopGrace); err != nil {
+				return nil, err
+			}
 		}
 		// The member was initialised with the old peer URL.
 		if err := os.RemoveAll(filepath.Join(dir, "etcd-data")); err != nil {
 			return nil, fmt.Errorf("reset etcd data: %w", err)
+		}
+	}
+	if opts.Node != nil {
+		if err := e.configureNodeControllers(nodeBins, p); err != nil {
+			return nil, err
+		}
+		e.mu.Lock()
+		err := e.startNodeLocked(ctx, images)
+		e.mu.Unlock()
+		if err != nil {
+			return nil, err
 		}
 	}
 	e.logf("control plane ready: %s (dir %s)", e.admin.Host, dir)
@@ -184,6 +212,16 @@ func (e *Env) configure(binDir string, p *pki, opts Options) error {
 	e.etcdURL = loopbackURL("http", clientPort)
 	peerURL := loopbackURL("http", peerPort)
 	host := loopbackURL("https", securePort)
+	address, serviceRange := "127.0.0.1", "10.0.0.0/24"
+	var nodeArgs []string
+	if e.node != nil {
+		// See nodeNet: the host's end of the node's uplink, and the
+		// kubernetes Service's ClusterIP on it.
+		address, securePort = e.node.Net.HostIP().String(), apiServerNodePort
+		host = "https://" + net.JoinHostPort(address, strconv.Itoa(securePort))
+		serviceRange = e.node.Net.ServiceRange().String()
+		nodeArgs = e.node.apiServerArgs
+	}
 
 	etcdArgs := []string{
 		"--name=konlease",
@@ -208,13 +246,13 @@ func (e *Env) configure(binDir string, p *pki, opts Options) error {
 		Binary: filepath.Join(binDir, "kube-apiserver"),
 		Args: append([]string{
 			"--etcd-servers=" + e.etcdURL,
-			"--bind-address=127.0.0.1",
-			"--advertise-address=127.0.0.1",
+			"--bind-address=" + address,
+			"--advertise-address=" + address,
 			"--secure-port=" + strconv.Itoa(securePort),
 			// No other apiserver and no Service traffic: do not maintain the
 			// kubernetes Service endpoints.
 			"--endpoint-reconciler-type=none",
-			"--service-cluster-ip-range=10.0.0.0/24",
+			"--service-cluster-ip-range=" + serviceRange,
 			"--tls-cert-file=" + p.certFile,
 			"--tls-private-key-file=" + p.keyFile,
 			// Unused (certificates are given above) but keeps the default
@@ -227,7 +265,7 @@ func (e *Env) configure(binDir string, p *pki, opts Options) error {
 			"--authorization-mode=RBAC",
 			"--token-auth-file=" + p.tokenFile,
 			"--profiling=false",
-		}, opts.APIServerArgs...),
+		}, append(nodeArgs, opts.APIServerArgs...)...),
 		LogPath: filepath.Join(e.dir, "kube-apiserver.log"),
 	}
 	e.admin = &rest.Config{
@@ -251,52 +289,6 @@ func (e *Env) startAll(ctx context.Context) error {
 	return e.startAPIServerLocked(ctx)
 }
 
-// Attach reloads a local control plane started with Options.Detach from its
-// directory, typically to stop it. Only opts.Logf, ReadyTimeout and StopGrace
-// are used.
-func Attach(dir string, opts Options) (*Env, error) {
-	dir, err := filepath.Abs(dir)
-	if err != nil {
-		return nil, fmt.Errorf("resolve %s: %w", dir, err)
-	}
-	raw, err := os.ReadFile(filepath.Join(dir, stateFile))
-	if err != nil {
-		return nil, fmt.Errorf("read control plane state: %w", err)
-	}
-	var st state
-	if err := json.Unmarshal(raw, &st); err != nil {
-		return nil, fmt.Errorf("parse %s: %w", filepath.Join(dir, stateFile), err)
-	}
-	if st.Etcd == nil || st.APIServer == nil {
-		return nil, fmt.Errorf("%s: incomplete state", filepath.Join(dir, stateFile))
-	}
-	caPEM, err := os.ReadFile(st.CAFile)
-	if err != nil {
-		return nil, fmt.Errorf("read CA: %w", err)
-	}
-	e := &Env{
-		logf:       opts.logf(),
-		readyWait:  opts.readyTimeout(),
-		stopGrace:  opts.stopGrace(),
-		local:      true,
-		dir:        dir,
-		kubeconfig: filepath.Join(dir, kubeconfigFile),
-		detached:   st.Detached,
-		etcdURL:    st.EtcdURL,
-		etcd:       st.Etcd,
-		apiserver:  st.APIServer,
-		admin: &rest.Config{
-			Host:            st.Host,
-			BearerToken:     st.AdminToken,
-			TLSClientConfig: rest.TLSClientConfig{CAData: caPEM},
-		},
-	}
-	if e.client, err = kubernetes.NewForConfig(e.Config()); err != nil {
-		return nil, fmt.Errorf("admin client: %w", err)
-	}
-	return e, nil
-}
-
 // Stop stops the local processes (kube-apiserver first) and removes the
 // directory. For an external cluster it does nothing. If a process cannot be
 // stopped the directory is kept for its logs.
@@ -313,16 +305,20 @@ func (e *Env) Stop() error {
 	return nil
 }
 
-// stopAll stops kube-apiserver, then etcd.
+// stopAll stops the node (its sandbox, then the controllers), then
+// kube-apiserver, then etcd.
 func (e *Env) stopAll() error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	var errs []error
-	for _, p := range []*process{e.apiserver, e.etcd} {
-		if p == nil {
-			continue
+	procs := e.processesLocked()
+	for i := len(procs) - 1; i >= 0; i-- {
+		p := procs[i]
+		grace := e.stopGrace
+		if p.Sandbox {
+			grace = max(grace, nodeStopGrace)
 		}
-		if err := p.stop(context.Background(), e.stopGrace); err != nil {
+		if err := p.stop(context.Background(), grace); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -330,6 +326,16 @@ func (e *Env) stopAll() error {
 		return fmt.Errorf("stop control plane: %w", errors.Join(errs...))
 	}
 	return nil
+}
+
+// processesLocked lists the local processes that exist, in the order in
+// which they depend on each other (stopped in reverse).
+func (e *Env) processesLocked() []*process {
+	all := []*process{e.etcd, e.apiserver}
+	if e.node != nil {
+		all = append(all, e.node.ControllerManager, e.node.Scheduler, e.node.Sandbox)
+	}
+	return slices.DeleteFunc(all, func(p *process) bool { return p == nil })
 }
 
 // Local reports whether the Env runs its own control plane (so fault control
@@ -371,7 +377,7 @@ func (e *Env) Components() []Component {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	var out []Component
-	for _, p := range []*process{e.etcd, e.apiserver} {
+	for _, p := range e.processesLocked() {
 		out = append(out, Component{Name: p.Name, PID: p.PID, Running: p.running(), LogPath: p.LogPath})
 	}
 	return out
@@ -468,59 +474,4 @@ func (e *Env) waitReady(ctx context.Context, p *process, check func(context.Cont
 	}
 	e.logf("%s ready in %s (pid %d)", p.Name, time.Since(begin).Round(time.Millisecond), p.PID)
 	return nil
-}
-
-func (e *Env) saveStateLocked() error {
-	st := state{
-		Detached:   e.detached,
-		Host:       e.admin.Host,
-		CAFile:     filepath.Join(e.dir, "ca.crt"),
-		AdminToken: e.admin.BearerToken,
-		EtcdURL:    e.etcdURL,
-		Etcd:       e.etcd,
-		APIServer:  e.apiserver,
-	}
-	raw, err := json.MarshalIndent(st, "", "  ")
-	if err != nil {
-		return fmt.Errorf("encode state: %w", err)
-	}
-	// Write then rename so a concurrent reader never sees a partial file.
-	tmp := filepath.Join(e.dir, stateFile+".tmp")
-	if err := os.WriteFile(tmp, raw, 0o600); err != nil {
-		return fmt.Errorf("write state: %w", err)
-	}
-	if err := os.Rename(tmp, filepath.Join(e.dir, stateFile)); err != nil {
-		return fmt.Errorf("write state: %w", err)
-	}
-	return nil
-}
-
-// StateExists reports whether dir holds a control plane state file.
-func StateExists(dir string) (bool, error) {
-	_, err := os.Stat(filepath.Join(dir, stateFile))
-	if errors.Is(err, fs.ErrNotExist) {
-		return false, nil
-	}
-	return err == nil, err
-}
-
-// freePorts returns n distinct free loopback TCP ports. All listeners are
-// open at once so the kernel cannot hand out the same port twice; another
-// process could still take one before the children bind, which a retry of
-// Start resolves.
-func freePorts(n int) ([]int, error) {
-	ports := make([]int, 0, n)
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("find a free port: %w", err)
-		}
-		defer l.Close()
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
-}
-
-func loopbackURL(scheme string, port int) string {
-	return scheme + "://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 }

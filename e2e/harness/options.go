@@ -59,6 +59,11 @@ type Options struct {
 	// APIServerArgs are appended to the kube-apiserver command line
 	// (later flags win), e.g. to enable a feature gate.
 	APIServerArgs []string
+	// Node, if set, adds a node that runs pods (see NodeOptions): the API
+	// server then listens on the node network's host address, port 443,
+	// rather than on 127.0.0.1. Ignored for an external cluster, which
+	// has its own nodes.
+	Node *NodeOptions
 }
 
 func (o Options) logf() func(string, ...any) {

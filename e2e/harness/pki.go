@@ -27,11 +27,11 @@ const (
 )
 
 // writePKI generates a throwaway CA, a serving certificate for the loopback
-// addresses, an ECDSA ServiceAccount signing key and an admin token, all
-// under dir.
-func writePKI(dir string) (*pki, error) {
+// addresses and extraIPs, an ECDSA ServiceAccount signing key and an admin
+// token, all under dir.
+func writePKI(dir string, extraIPs ...net.IP) (*pki, error) {
 	certPEM, keyPEM, err := cert.GenerateSelfSignedCertKey("127.0.0.1",
-		[]net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}, []string{"localhost"})
+		append([]net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}, extraIPs...), []string{"localhost"})
 	if err != nil {
 		return nil, fmt.Errorf("generate serving certificate: %w", err)
 	}

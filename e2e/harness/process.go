@@ -31,6 +31,11 @@ type process struct {
 	// of /proc/<pid>/stat) guards against signalling a recycled PID.
 	PID        int    `json:"pid,omitempty"`
 	StartTicks uint64 `json:"startTicks,omitempty"`
+	// Sandbox starts the process as the init of new PID, mount, network
+	// and UTS namespaces (the node's sandbox), and with SIGTERM rather
+	// than SIGKILL as the parent-death signal, so that it can clean up
+	// what the kernel does not (see package e2e/internal/sandbox).
+	Sandbox bool `json:"sandbox,omitempty"`
 
 	// exited is closed when the child started by this process has been
 	// reaped; nil when the process was adopted from a state file.
@@ -60,11 +65,17 @@ func (p *process) start(detach bool) error {
 	// ties the child's output to this process's lifetime.
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.Env = childEnv()
+	var clone uintptr
+	deathSignal := syscall.SIGKILL
+	if p.Sandbox {
+		clone = syscall.CLONE_NEWPID | syscall.CLONE_NEWNS | syscall.CLONE_NEWNET | syscall.CLONE_NEWUTS
+		deathSignal = syscall.SIGTERM
+	}
 	if detach {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Cloneflags: clone}
 		err = cmd.Start()
 	} else {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: deathSignal, Cloneflags: clone}
 		err = startOnLockedThread(cmd)
 	}
 	if err != nil {

@@ -78,8 +78,8 @@ func Main(m *testing.M, opts Options, env **Env) int {
 }
 
 // Namespace creates a fresh, uniquely named namespace and deletes it when the
-// test ends. The deletion is not awaited: a local control plane has no
-// namespace controller to finish it.
+// test ends. The deletion is not awaited: a local control plane without a
+// node has no namespace controller to finish it.
 func (e *Env) Namespace(t testing.TB) string {
 	t.Helper()
 	ns, err := e.client.CoreV1().Namespaces().Create(t.Context(), &corev1.Namespace{

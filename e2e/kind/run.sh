@@ -3,7 +3,10 @@
 # creates a uniquely named cluster, passes its kubeconfig to the tests in
 # KONLEASE_E2E_KUBECONFIG, and deletes the cluster on every exit, success,
 # failure or interrupt. Needs a container engine kind supports (Docker).
-# Used by `make e2e-kind`; KIND is the kind binary (default bin/kind).
+# Used by `make e2e-kind`; KIND is the kind binary (default bin/kind);
+# IMAGES are image archives (make image, make node-images) loaded into the
+# cluster's node, so that the node tests (e2e/node) run their pods there as
+# on the harness's local node.
 set -euo pipefail
 
 cd "$(dirname "$0")/../.."
@@ -29,4 +32,7 @@ trap 'exit 130' INT TERM
 
 "$kind" create cluster --name "$name" --config e2e/kind/kind-config.yaml \
 	--kubeconfig "$kubeconfig" --wait 5m
+for archive in ${IMAGES:-}; do
+	"$kind" load image-archive --name "$name" "$archive"
+done
 KONLEASE_E2E_KUBECONFIG="$kubeconfig" "$@"

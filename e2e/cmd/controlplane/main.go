@@ -1,9 +1,12 @@
 // Command controlplane runs a local etcd and kube-apiserver in the
 // background for trying konlease by hand (make up / make down).
 //
-//	controlplane up      start, detached; prints export KUBECONFIG=...
-//	controlplane status  show the processes; exit 1 if they run but the API is not ready
-//	controlplane down    stop the processes and remove the state
+//	controlplane up          start, detached; prints export KUBECONFIG=...
+//	controlplane up --node   also a node that runs pods (make up NODE=1;
+//	                         root only), with the image archives of
+//	                         bin/images imported
+//	controlplane status      show the processes; exit 1 if they run but the API is not ready
+//	controlplane down        stop the processes and remove the state
 //
 // State (pids, logs, etcd data, certificates, the admin kubeconfig) lives in
 // <repo root>/.controlplane. Process handling is package harness's, so `up`
@@ -24,12 +27,13 @@ import (
 	"github.com/konlease/konlease/e2e/harness"
 )
 
-const usage = "usage: controlplane up|status|down"
+const usage = "usage: controlplane up [--node] | status | down"
 
 func main() {
 	log.SetFlags(0)
 	log.SetPrefix("controlplane: ")
-	if len(os.Args) != 2 {
+	withNode := len(os.Args) == 3 && os.Args[1] == "up" && os.Args[2] == "--node"
+	if len(os.Args) != 2 && !withNode {
 		fmt.Fprintln(os.Stderr, usage)
 		os.Exit(2)
 	}
@@ -44,7 +48,7 @@ func main() {
 
 	switch os.Args[1] {
 	case "up":
-		err = up(ctx, dir)
+		err = up(ctx, dir, withNode)
 	case "down":
 		err = down(dir)
 	case "status":
@@ -63,7 +67,7 @@ func main() {
 // `eval "$(make -s up)"` works.
 var opts = harness.Options{Logf: log.Printf}
 
-func up(ctx context.Context, dir string) error {
+func up(ctx context.Context, dir string, withNode bool) error {
 	exists, err := harness.StateExists(dir)
 	if err != nil {
 		return err
@@ -85,6 +89,15 @@ func up(ctx context.Context, dir string) error {
 	}
 	o := opts
 	o.Dir, o.Detach = dir, true
+	if withNode {
+		// Every archive of make node and make image, so that pods can
+		// use the koncli image and the test images at once.
+		images, err := filepath.Glob(filepath.Join(root(dir), "bin", "images", "*.tar"))
+		if err != nil {
+			return err
+		}
+		o.Node = &harness.NodeOptions{Images: images}
+	}
 	env, err := harness.Start(ctx, o)
 	if err != nil {
 		return err
@@ -92,6 +105,9 @@ func up(ctx context.Context, dir string) error {
 	printExport(env)
 	return nil
 }
+
+// root is the repository root that holds dir (.controlplane).
+func root(dir string) string { return filepath.Dir(dir) }
 
 func down(dir string) error {
 	exists, err := harness.StateExists(dir)
