@@ -113,7 +113,7 @@ func TestCLIOutputFormats(t *testing.T) {
 		t.Errorf("list --no-headers: %s", r)
 	}
 	r = c.run("mutex", "get", "held", "-o", "wide")
-	if r.code != 0 || !regexp.MustCompile(`^NAME +HOLDER +PHASE +TTL +LOCKED +EXPIRES +RENEWED +TOKEN +REASON\nheld +w1 +Locked +10m0s +\S+ +in \S+ +\S+ +1 +<none>\n$`).MatchString(r.stdout) {
+	if r.code != 0 || !regexp.MustCompile(`^NAME +HOLDER +PHASE +TTL +LOCKED +EXPIRES +RENEWED +TOKEN +FAIR +WAITERS +REASON\nheld +w1 +Locked +10m0s +\S+ +in \S+ +\S+ +1 +false +0 +<none>\n$`).MatchString(r.stdout) {
 		t.Errorf("get -o wide: %s", r)
 	}
 

@@ -463,10 +463,10 @@ func TestCLIListAndGet(t *testing.T) {
 
 	r = a.run("mutex", "list", "-A", "-o", "wide")
 	for _, row := range []string{
-		`(?m)^NAMESPACE +NAME +HOLDER +PHASE +TTL +LOCKED +EXPIRES +RENEWED +TOKEN +REASON$`,
-		`(?m)^` + nsA + ` +held +w1 +Locked +10m0s +\S+ +in \S+ +\S+ +1 +<none>$`,
-		`(?m)^` + nsA + ` +idle +<none> +Unlocked +<none> +<none> +<none> +<none> +0 +<none>$`,
-		`(?m)^` + nsB + ` +other +w2 +Locked +<none> +\S+ +<none> +\S+ +1 +<none>$`,
+		`(?m)^NAMESPACE +NAME +HOLDER +PHASE +TTL +LOCKED +EXPIRES +RENEWED +TOKEN +FAIR +WAITERS +REASON$`,
+		`(?m)^` + nsA + ` +held +w1 +Locked +10m0s +\S+ +in \S+ +\S+ +1 +false +0 +<none>$`,
+		`(?m)^` + nsA + ` +idle +<none> +Unlocked +<none> +<none> +<none> +<none> +0 +false +0 +<none>$`,
+		`(?m)^` + nsB + ` +other +w2 +Locked +<none> +\S+ +<none> +\S+ +1 +false +0 +<none>$`,
 	} {
 		if r.code != 0 || !regexp.MustCompile(row).MatchString(r.stdout) {
 			t.Errorf("list -A -o wide: %s\nwant a line matching %s", r, row)

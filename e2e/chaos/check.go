@@ -31,21 +31,24 @@ const (
 	vFinal        = "violation.fence-final-value"
 	vWaitBounds   = "violation.wait-outside-timeout"
 	vEnd          = "violation.end-state"
+	vFIFO         = "violation.fifo-order"
 )
 
-var violationNames = []string{vOverlap, vZombieUntold, vToken, vStale, vFinal, vWaitBounds, vEnd}
+var violationNames = []string{vOverlap, vZombieUntold, vToken, vStale, vFinal, vWaitBounds, vEnd, vFIFO}
 
 func ns(t int64) string { return time.Unix(0, t).UTC().Format("15:04:05.000000") }
 
-// check judges merged histories. ttls maps each mutex to its TTL (0: none).
-func check(recs []record, ttls map[string]time.Duration) *verdict {
+// check judges merged histories. ttls maps each mutex to its TTL (0: none);
+// fair says which are fair.
+func check(recs []record, ttls map[string]time.Duration, fair map[string]bool) *verdict {
 	v := &verdict{counts: map[string]int{}}
 	for _, n := range violationNames {
 		v.counts[n] = 0
 	}
 	cs := map[string][]record{}
 	writes := map[string][]record{}
-	var pauses []record
+	var pauses, faults []record
+	waits := map[string][]record{}
 	ends := map[string]record{}
 	for _, r := range recs {
 		switch r.Kind {
@@ -55,8 +58,10 @@ func check(recs []record, ttls map[string]time.Duration) *verdict {
 			writes[r.Mutex] = append(writes[r.Mutex], r)
 		case "wait":
 			checkWait(v, r)
+			waits[r.Mutex] = append(waits[r.Mutex], r)
 		case "fault":
 			v.inc("fault." + r.Fault)
+			faults = append(faults, r)
 			if r.Fault == "sigstop" {
 				pauses = append(pauses, r)
 			}
@@ -73,8 +78,55 @@ func check(recs []record, ttls map[string]time.Duration) *verdict {
 		checkSections(v, m, cs[m], pauses)
 		checkFence(v, m, writes[m], ends[m])
 		checkEnd(v, m, ends[m], ttls[m])
+		if fair[m] {
+			checkFIFO(v, m, waits[m], faults)
+		}
 	}
 	return v
+}
+
+// checkFIFO: on a fair mutex, a wait that began after another was queued
+// does not acquire before it, unless a fault touched the one queued first
+// while it waited: its process was killed or paused (it was rightly passed
+// over), or the whole cluster was (a dropped or stalled connection, an API
+// server or etcd crash: its session may have expired). Waits that no fault
+// touched are judged; the count of judged pairs says how many.
+func checkFIFO(v *verdict, m string, waits []record, faults []record) {
+	touched := func(a record) bool {
+		for _, f := range faults {
+			if f.At > a.End || f.Until < a.Queued {
+				continue
+			}
+			switch f.Fault {
+			case "kill", "sigstop":
+				if f.Pid == a.Pid {
+					return true
+				}
+			default:
+				return true
+			}
+		}
+		return false
+	}
+	for _, a := range waits {
+		if a.Result != "acquired" || a.Queued == 0 || touched(a) {
+			continue
+		}
+		for _, b := range waits {
+			if b.Result != "acquired" || b.Start <= a.Queued || b.End >= a.End {
+				continue
+			}
+			v.violate(vFIFO, "%s: %s began to wait at %s, after %s was queued (%s), and acquired at %s, before it (%s)",
+				m, b.Holder, ns(b.Start), a.Holder, ns(a.Queued), ns(b.End), ns(a.End))
+		}
+	}
+	judged := 0
+	for _, a := range waits {
+		if a.Result == "acquired" && a.Queued != 0 && !touched(a) {
+			judged++
+		}
+	}
+	v.counts["fifo.judged-waits"] += judged
 }
 
 func paused(pauses []record, pid int, from, to int64) bool {

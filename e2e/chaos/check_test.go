@@ -23,7 +23,7 @@ func TestCheckCatchesViolations(t *testing.T) {
 		{Kind: "wait", Mutex: "m", Start: 0, End: 5 * s, Timeout: 5 * s, Result: "timeout"},
 		end,
 	}
-	if v := check(clean, ttls); v.total() != 0 {
+	if v := check(clean, ttls, nil); v.total() != 0 {
 		t.Fatalf("clean history: got violations %v, want none", v.violations)
 	}
 	lost := cs("a", 1, 1*s, 4*s)
@@ -71,7 +71,7 @@ func TestCheckCatchesViolations(t *testing.T) {
 					}
 				}
 			}
-			v := check(recs, ttls)
+			v := check(recs, ttls, nil)
 			if tc.want == "" {
 				if v.total() != 0 {
 					t.Errorf("got violations %v, want none", v.violations)
@@ -82,5 +82,41 @@ func TestCheckCatchesViolations(t *testing.T) {
 				t.Errorf("got counts %v, violations %v; want %s", v.counts, v.violations, tc.want)
 			}
 		})
+	}
+}
+
+// TestCheckFIFO: a wait that began after another was queued and acquired
+// before it is an inversion, unless a fault touched the first one.
+func TestCheckFIFO(t *testing.T) {
+	const s = int64(time.Second)
+	a := record{Kind: "wait", Mutex: "fair", Holder: "a", Pid: 1, Start: 1 * s, Queued: 2 * s, End: 9 * s, Result: "acquired"}
+	later := record{Kind: "wait", Mutex: "fair", Holder: "b", Pid: 2, Start: 3 * s, End: 5 * s, Result: "acquired"}
+	concurrent := record{Kind: "wait", Mutex: "fair", Holder: "c", Pid: 3, Start: 1500 * int64(time.Millisecond), End: 5 * s, Result: "acquired"}
+	for _, tc := range []struct {
+		name string
+		recs []record
+		want int
+	}{
+		{"in order", []record{a, {Kind: "wait", Mutex: "fair", Holder: "b", Pid: 2, Start: 3 * s, End: 10 * s, Result: "acquired"}}, 0},
+		{"inverted", []record{a, later}, 1},
+		{"began before the other was queued", []record{a, concurrent}, 0},
+		{"the first one's process was paused", []record{a, later, {Kind: "fault", Fault: "sigstop", Pid: 1, At: 4 * s, Until: 6 * s}}, 0},
+		{"another process was paused", []record{a, later, {Kind: "fault", Fault: "sigstop", Pid: 7, At: 4 * s, Until: 6 * s}}, 1},
+		{"the API server crashed meanwhile", []record{a, later, {Kind: "fault", Fault: "apiserver", At: 4 * s, Until: 6 * s}}, 0},
+		{"a fault before the first one queued", []record{a, later, {Kind: "fault", Fault: "drop", At: s / 2, Until: s}}, 1},
+	} {
+		v := &verdict{counts: map[string]int{}}
+		var waits, faults []record
+		for _, r := range tc.recs {
+			if r.Kind == "fault" {
+				faults = append(faults, r)
+			} else {
+				waits = append(waits, r)
+			}
+		}
+		checkFIFO(v, "fair", waits, faults)
+		if got := v.counts[vFIFO]; got != tc.want {
+			t.Errorf("%s: %d FIFO violations, want %d: %v", tc.name, got, tc.want, v.violations)
+		}
 	}
 }

@@ -44,7 +44,10 @@ type record struct {
 	Lost   bool  `json:"lost,omitempty"`
 
 	// wait
-	Start   int64  `json:"start,omitempty"`
+	Start int64 `json:"start,omitempty"`
+	// Queued is when a wait on a fair mutex was queued (its first wait
+	// notification); zero if it never was, or it is not known (koncli).
+	Queued  int64  `json:"queued,omitempty"`
 	End     int64  `json:"end,omitempty"`
 	Timeout int64  `json:"timeout,omitempty"`
 	Result  string `json:"result,omitempty"`

@@ -27,7 +27,11 @@ import (
 const namespace = "chaos"
 
 // The mutexes and their TTLs.
-var mutexTTLs = map[string]time.Duration{"ttl-a": 3 * time.Second, "ttl-b": 2 * time.Second, "nottl": 0}
+var mutexTTLs = map[string]time.Duration{"ttl-a": 3 * time.Second, "ttl-b": 2 * time.Second, "nottl": 0, "fair": 3 * time.Second}
+
+// fairMutexes are the mutexes created fair; the checker also judges their
+// order.
+var fairMutexes = map[string]bool{"fair": true}
 
 // endMargin is how long after the workers stopped a TTL mutex may still be
 // locked beyond its TTL.
@@ -163,7 +167,7 @@ func (o *orchestrator) run() (code int, err error) {
 	if err != nil {
 		return 0, err
 	}
-	v := check(recs, mutexTTLs)
+	v := check(recs, mutexTTLs, fairMutexes)
 	fmt.Printf("chaos run: seed %d, duration %s (workers ran %s), %d workers, history %s\n",
 		o.seed, o.duration, ran.Round(time.Second), len(o.workers), o.historyDir)
 	fmt.Printf("torn history lines (processes killed mid-write): %d\n", torn)
@@ -204,7 +208,7 @@ func (o *orchestrator) setup(ctx context.Context) error {
 		if err := createFence(ctx, o.admin, namespace, m); err != nil {
 			return err
 		}
-		if _, _, err := o.locks.Create(ctx, namespace, m, lock.CreateOptions{TTL: ttl}); err != nil {
+		if _, _, err := o.locks.Create(ctx, namespace, m, lock.CreateOptions{TTL: ttl, Fair: fairMutexes[m]}); err != nil {
 			return err
 		}
 	}
@@ -231,6 +235,10 @@ func (o *orchestrator) workerConfigs(kubeconfig string) []workerConfig {
 		mk("with", "nottl", nil),
 		mk("koncli", "nottl", func(w *workerConfig) { w.Timeout = 6 * time.Second }),
 		mk("lock", "nottl", func(w *workerConfig) { w.Timeout = 5 * time.Second }),
+		mk("with", "fair", nil),
+		mk("lock", "fair", func(w *workerConfig) { w.Skew = -5 * time.Minute }),
+		mk("koncli", "fair", nil),
+		mk("with", "fair", nil),
 	}
 	if o.selfTestNoLock {
 		ws = append(ws, mk("nolock", "ttl-a", nil))

@@ -99,8 +99,10 @@ func runWorker(w workerConfig) error {
 		return err
 	}
 	holder := fmt.Sprintf("%s-%d-0", w.Name, os.Getpid())
+	// queued is when the current round was queued (fair mutexes).
+	var queued atomic.Int64
 	var opts []lock.Option
-	opts = append(opts, lock.WithHolder(holder))
+	opts = append(opts, lock.WithHolder(holder), lock.WithWaitNotify(func(lock.Status) { queued.CompareAndSwap(0, now()) }))
 	if w.TTL > 0 {
 		opts = append(opts, lock.WithTTL(w.TTL))
 	}
@@ -111,9 +113,11 @@ func runWorker(w workerConfig) error {
 	for seq := 1; ctx.Err() == nil; seq++ {
 		switch w.Kind {
 		case "with":
-			roundWith(ctx, w, h, cs, m)
+			queued.Store(0)
+			roundWith(ctx, w, h, cs, m, &queued)
 		case "lock":
-			roundLock(ctx, w, h, cs, m)
+			queued.Store(0)
+			roundLock(ctx, w, h, cs, m, &queued)
 		case "koncli":
 			roundKoncli(ctx, w, h, fmt.Sprintf("%s-%d-%d", w.Name, os.Getpid(), seq))
 		case "nolock":
@@ -182,13 +186,14 @@ func waitResult(err error) (string, string) {
 	}
 }
 
-func roundWith(ctx context.Context, w workerConfig, h *history, cs kubernetes.Interface, m *lock.Mutex) {
+func roundWith(ctx context.Context, w workerConfig, h *history, cs kubernetes.Interface, m *lock.Mutex, queued *atomic.Int64) {
 	wr := record{Kind: "wait", Mutex: w.Mutex, Worker: w.Name, Holder: m.Holder(), Start: now(), Timeout: int64(w.Timeout)}
 	lctx, cancel := context.WithTimeout(ctx, w.Timeout)
 	defer cancel()
 	var r *record
 	err := m.With(lctx, func(fctx context.Context) error {
 		wr.End = now()
+		wr.Queued = queued.Load()
 		cr := criticalSection(fctx, w, h, cs, m.Holder(), m.Token(), fctx.Done())
 		r = &cr
 		return nil
@@ -203,6 +208,7 @@ func roundWith(ctx context.Context, w workerConfig, h *history, cs kubernetes.In
 		h.add(*r)
 	} else {
 		wr.End = now()
+		wr.Queued = queued.Load()
 		wr.Result, wr.Error = waitResult(err)
 		releaseStale(ctx, m, err)
 	}
@@ -222,12 +228,13 @@ func releaseStale(ctx context.Context, m *lock.Mutex, err error) {
 	_ = m.Unlock(uctx)
 }
 
-func roundLock(ctx context.Context, w workerConfig, h *history, cs kubernetes.Interface, m *lock.Mutex) {
+func roundLock(ctx context.Context, w workerConfig, h *history, cs kubernetes.Interface, m *lock.Mutex, queued *atomic.Int64) {
 	wr := record{Kind: "wait", Mutex: w.Mutex, Worker: w.Name, Holder: m.Holder(), Start: now(), Timeout: int64(w.Timeout)}
 	lctx, cancel := context.WithTimeout(ctx, w.Timeout)
 	err := m.Lock(lctx)
 	cancel()
 	wr.End = now()
+	wr.Queued = queued.Load()
 	wr.Result, wr.Error = waitResult(err)
 	h.add(wr)
 	if err != nil {
