@@ -5,12 +5,16 @@ package e2e
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/konlease/konlease/lock"
 )
@@ -228,5 +232,62 @@ func TestLockAfterForcedLossAndUnlock(t *testing.T) {
 	defer cancel()
 	if err := m.Lock(ctx); err != nil {
 		t.Errorf("Lock of the force-unlocked (free) mutex after Unlock: got %v, want success", err)
+	}
+}
+
+// TestFairSessionLostAtHead: a waiter at the head of a fair mutex's queue
+// whose session is deleted (as a peer does when it judged the session
+// expired) queues again; it must not return from Lock without a hold. The
+// chaos checker found a Lock that did: a section with token 0 overlapping
+// the holder's.
+func TestFairSessionLostAtHead(t *testing.T) {
+	t.Parallel()
+	ns := env.Namespace(t)
+	c := newClient(t, env.Config())
+	createFair(t, c, ns, "m", 0)
+	h := newMutex(t, c, ns, "m", lock.WithHolder("holder"))
+	if err := h.Lock(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	wc := newClient(t, env.Config(), lock.WithWaiterTTL(3*time.Second))
+	queued := make(chan struct{})
+	var once sync.Once
+	w := newMutex(t, wc, ns, "m", lock.WithHolder("w"), lock.WithWaitNotify(func(lock.Status) { once.Do(func() { close(queued) }) }))
+	got := lockWhenQueued(t, w, t.Context())
+	<-queued
+	first := entries(t, ns)
+	if len(first) != 1 {
+		t.Fatalf("%d entries, want the waiter's one", len(first))
+	}
+	session := first[0].Annotations[lock.AnnotationSession]
+	if err := admin(t).CoordinationV1().Leases(ns).Delete(t.Context(), session, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// The waiter notices at its next renewal, a second later, and queues
+	// again under a new session.
+	requeued := func(ctx context.Context) (bool, error) {
+		for _, e := range entries(t, ns) {
+			if e.Annotations[lock.AnnotationSession] != session {
+				return true, nil
+			}
+		}
+		select {
+		case err := <-got:
+			return false, fmt.Errorf("Lock returned %v while the mutex was held by another, token %d", err, w.Token())
+		default:
+		}
+		return false, nil
+	}
+	if err := wait.PollUntilContextTimeout(t.Context(), 50*time.Millisecond, 30*time.Second, true, requeued); err != nil {
+		t.Fatalf("the waiter did not queue again: %v", err)
+	}
+	if err := h.Unlock(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-got; err != nil {
+		t.Fatalf("Lock after the release: %v", err)
+	}
+	if w.Token() != 2 {
+		t.Errorf("token %d, want 2", w.Token())
 	}
 }

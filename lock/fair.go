@@ -43,6 +43,10 @@ func (m *Mutex) acquireFair(ctx context.Context, a *acquirer, r *record, ours fu
 	defer w.leave(ctx)
 	for {
 		err := w.round(ctx, r)
+		if err == nil && !w.acquired {
+			// Success must mean a hold: never report one that did not start.
+			return fmt.Errorf("mutex %s/%s: internal error: the queue protocol ended without a hold", m.namespace, m.name)
+		}
 		if err == nil || errors.Is(err, errNotFair) {
 			return err
 		}
@@ -96,7 +100,10 @@ func (w *waiter) round(ctx context.Context, r *record) error {
 			}
 			continue
 		}
-		return w.atHead(ctx)
+		if acquired, err := w.atHead(ctx); acquired || err != nil {
+			return err
+		}
+		// The session was lost: queue again.
 	}
 }
 
@@ -126,6 +133,7 @@ func (w *waiter) beforeQueuing(ctx context.Context, r *record) (done bool, err e
 		if !done {
 			m.joining = nil
 		}
+		w.acquired = done
 		// Lost a race, or a late refusal: read and decide again.
 		return done, err
 	}
@@ -339,15 +347,17 @@ func (w *waiter) follow(ctx context.Context, pred *entry) error {
 }
 
 // atHead waits at the head of the queue, watching the mutex, until this
-// call holds it, must look at the queue again, or ends.
-func (w *waiter) atHead(ctx context.Context) error {
+// call holds it (acquired), must look at the queue again (neither: its
+// session was lost, so its entry is dead and it queues anew), or ends with
+// an error.
+func (w *waiter) atHead(ctx context.Context) (acquired bool, err error) {
 	m, a := w.m, w.a
 	r, err := a.read(ctx)
 	if errors.Is(err, ErrNotFound) {
-		return errNotFair
+		return false, errNotFair
 	}
 	if err != nil {
-		return err
+		return false, err
 	}
 	a.interrupt = w.sess.lostC()
 	defer func() { a.interrupt, a.wakeAt = nil, time.Time{} }()
@@ -357,13 +367,20 @@ func (w *waiter) atHead(ctx context.Context) error {
 	}
 	for {
 		a.wakeAt = time.Time{}
+		if r == nil {
+			if r, err = a.read(ctx); errors.Is(err, ErrNotFound) {
+				return false, errNotFair
+			} else if err != nil {
+				return false, err
+			}
+		}
 		if !r.fair {
-			return errNotFair
+			return false, errNotFair
 		}
 		select {
 		case <-a.interrupt:
 			w.dropEntry()
-			return nil
+			return false, nil
 		default:
 		}
 		seen := a.observe(r)
@@ -371,7 +388,7 @@ func (w *waiter) atHead(ctx context.Context) error {
 		case r.handoff != nil && r.handoff.entry == w.own.lease.Name && r.holder == m.holder:
 			done, next, err := w.claim(ctx, r)
 			if done || err != nil {
-				return err
+				return done, err
 			}
 			r = next
 			continue
@@ -380,18 +397,18 @@ func (w *waiter) atHead(ctx context.Context) error {
 			done, next, err := m.take(ctx, a, r, w.previous(r))
 			if done {
 				w.acquired = true
-				return nil
+				return true, nil
 			}
 			m.joining = nil
 			if err != nil {
-				return err
+				return false, err
 			}
 			if r = next; r != nil {
 				continue
 			}
 			// Conflict: the write that beat ours comes on the watch.
 		case r.holder == m.holder && r.handoff == nil:
-			return fmt.Errorf("mutex %s/%s: holder %q holds it (token %d) through another handle or process: %w",
+			return false, fmt.Errorf("mutex %s/%s: holder %q holds it (token %d) through another handle or process: %w",
 				m.namespace, m.name, m.holder, r.token, ErrAlreadyHeld)
 		default:
 			a.notify(r)
@@ -399,13 +416,13 @@ func (w *waiter) atHead(ctx context.Context) error {
 		}
 		next, err := a.next(ctx, r)
 		if err != nil {
-			return err
+			return false, err
 		}
 		if next == nil {
 			if next, err = a.read(ctx); errors.Is(err, ErrNotFound) {
-				return errNotFair
+				return false, errNotFair
 			} else if err != nil {
-				return err
+				return false, err
 			}
 		}
 		r = next
