@@ -39,6 +39,7 @@ const (
 	// workerWaiterTTL sets the client's waiter TTL (fair mutexes).
 	workerWaiterTTL = "KONLEASE_E2E_WORKER_WAITER_TTL"
 	workerHolder    = "KONLEASE_E2E_WORKER_HOLDER"
+	workerLimit     = "KONLEASE_E2E_WORKER_LIMIT"
 )
 
 // workerMain runs one worker process and returns its exit code.
@@ -104,6 +105,69 @@ func runWorker(mode string) error {
 		}
 		fmt.Printf("ACQUIRED %d\n", m.Token())
 		return m.Unlock(context.WithoutCancel(ctx))
+	case "sem-contend":
+		// Goroutines take the semaphore in turns; each section puts a file
+		// in the shared directory and counts the files there: the count is
+		// at least the number inside at that moment, whatever the library
+		// believes.
+		goroutines, _ := strconv.Atoi(os.Getenv(workerGoroutines))
+		rounds, _ := strconv.Atoi(os.Getenv(workerRounds))
+		limit, _ := strconv.Atoi(os.Getenv(workerLimit))
+		dir := os.Getenv(workerDir)
+		inside := filepath.Join(dir, "inside")
+		if err := os.MkdirAll(inside, 0o755); err != nil {
+			return err
+		}
+		mostf, err := os.OpenFile(filepath.Join(dir, "most"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+		if err != nil {
+			return err
+		}
+		defer mostf.Close()
+		var wg sync.WaitGroup
+		errs := make(chan error, goroutines)
+		for g := range goroutines {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				holder := fmt.Sprintf("p%d-g%d", os.Getpid(), g)
+				s, err := c.NewSemaphore(ns, name, lock.WithHolder(holder))
+				if err != nil {
+					errs <- err
+					return
+				}
+				for range rounds {
+					err := s.With(ctx, func(context.Context) error {
+						me := filepath.Join(inside, holder)
+						if err := os.WriteFile(me, nil, 0o644); err != nil {
+							return err
+						}
+						es, err := os.ReadDir(inside)
+						if err != nil {
+							return err
+						}
+						if _, err := fmt.Fprintf(mostf, "%d\n", len(es)); err != nil {
+							return err
+						}
+						if len(es) > limit {
+							return fmt.Errorf("OVER THE LIMIT: %d inside, limit %d", len(es), limit)
+						}
+						<-time.After(10 * time.Millisecond) // overlap with the others inside
+						return os.Remove(me)
+					})
+					if err != nil {
+						errs <- err
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		var all []error
+		for err := range errs {
+			all = append(all, err)
+		}
+		return errors.Join(all...)
 	case "contend":
 		goroutines, _ := strconv.Atoi(os.Getenv(workerGoroutines))
 		rounds, _ := strconv.Atoi(os.Getenv(workerRounds))

@@ -188,6 +188,12 @@ func (c *Client) expired(r *record, firstSeen time.Time) bool {
 // get reads a mutex Lease and decodes it. A missing Lease is
 // (nil, *NotFoundError).
 func (c *Client) get(ctx context.Context, namespace, name string) (*record, error) {
+	return c.getAs(ctx, namespace, name, decode)
+}
+
+// getAs is get with the decoder of a kind of record (mutex, semaphore
+// slot).
+func (c *Client) getAs(ctx context.Context, namespace, name string, dec func(*coordinationv1.Lease) (*record, error)) (*record, error) {
 	l, err := c.leases.Leases(namespace).Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
 		if apierrors.IsNotFound(err) {
@@ -195,7 +201,7 @@ func (c *Client) get(ctx context.Context, namespace, name string) (*record, erro
 		}
 		return nil, apiError("get", namespace, name, err)
 	}
-	return decode(l)
+	return dec(l)
 }
 
 // update writes l with its resourceVersion as the precondition.

@@ -28,9 +28,16 @@ var (
 	// malformed. Such a Lease is never modified. The error is a
 	// *NotMutexError that says why.
 	ErrNotMutex = errors.New("lease is not a konlease mutex")
+	// ErrNotSemaphore means the Lease exists but is not a konlease
+	// semaphore (a mutex, say), or its annotations are malformed. Such a
+	// Lease is never modified. The error is a *NotMutexError.
+	ErrNotSemaphore = errors.New("lease is not a konlease semaphore")
 	// ErrNotFound means the mutex does not exist. The error is a
 	// *NotFoundError that names the mutex.
 	ErrNotFound = errors.New("mutex not found")
+	// ErrLimitConflict means CreateSemaphore found the semaphore with
+	// another limit.
+	ErrLimitConflict = errors.New("semaphore exists with a different limit")
 	// ErrTTLConflict means Create found the mutex with another TTL.
 	ErrTTLConflict = errors.New("mutex exists with a different TTL")
 	// ErrInvalid means an argument (name, namespace, holder, TTL, option) is
@@ -138,10 +145,12 @@ type NotHeldError struct {
 	Reacquired bool
 	// CurrentToken is the fencing token of the current or last acquisition.
 	CurrentToken int64
+	// Kind is "semaphore" for a semaphore; empty for a mutex.
+	Kind string
 }
 
 func (e *NotHeldError) Error() string {
-	return fmt.Sprintf("mutex %s/%s: holder %q does not hold it (%s), nothing changed", e.Namespace, e.Name, e.Holder, e.why())
+	return fmt.Sprintf("%s %s/%s: holder %q does not hold it (%s), nothing changed", kindOr(e.Kind, "mutex"), e.Namespace, e.Name, e.Holder, e.why())
 }
 
 // why says what the mutex's state is instead.
@@ -149,6 +158,8 @@ func (e *NotHeldError) why() string {
 	switch {
 	case !e.Exists:
 		return "it does not exist"
+	case e.Current == "" && e.Kind == "semaphore":
+		return "it holds none of its slots"
 	case e.Current == "":
 		return "it is unlocked"
 	case e.Reacquired:
@@ -169,14 +180,28 @@ type NotMutexError struct {
 	Name      string
 	// Reason says what is missing or malformed.
 	Reason string
+	// Kind is what the Lease was expected to be: empty for a mutex,
+	// "semaphore" or "semaphore slot".
+	Kind string
 }
 
 func (e *NotMutexError) Error() string {
-	return fmt.Sprintf("lease %s/%s is not a konlease mutex: %s; konlease never modifies it", e.Namespace, e.Name, e.Reason)
+	kind := e.Kind
+	if kind == "" {
+		kind = "mutex"
+	}
+	return fmt.Sprintf("lease %s/%s is not a konlease %s: %s; konlease never modifies it", e.Namespace, e.Name, kind, e.Reason)
 }
 
-// Is makes errors.Is(err, ErrNotMutex) true.
-func (e *NotMutexError) Is(target error) bool { return target == ErrNotMutex }
+// Is makes errors.Is(err, ErrNotMutex) true for a Lease that is not a
+// mutex, and errors.Is(err, ErrNotSemaphore) for one that is not a
+// semaphore (or one of its slots).
+func (e *NotMutexError) Is(target error) bool {
+	if e.Kind == "" {
+		return target == ErrNotMutex
+	}
+	return target == ErrNotSemaphore
+}
 
 // NotFoundError reports that the mutex namespace/name does not exist. It
 // matches ErrNotFound with errors.Is. Its message names the mutex once:
@@ -184,10 +209,20 @@ func (e *NotMutexError) Is(target error) bool { return target == ErrNotMutex }
 type NotFoundError struct {
 	Namespace string
 	Name      string
+	// Kind is "semaphore" for a semaphore; empty for a mutex.
+	Kind string
 }
 
 func (e *NotFoundError) Error() string {
-	return fmt.Sprintf("mutex %s/%s not found", e.Namespace, e.Name)
+	return fmt.Sprintf("%s %s/%s not found", kindOr(e.Kind, "mutex"), e.Namespace, e.Name)
+}
+
+// kindOr is kind, or def when it is empty.
+func kindOr(kind, def string) string {
+	if kind == "" {
+		return def
+	}
+	return kind
 }
 
 // Is makes errors.Is(err, ErrNotFound) true.

@@ -63,7 +63,7 @@ func (m *Mutex) acquireFair(ctx context.Context, a *acquirer, r *record, ours fu
 func (w *waiter) round(ctx context.Context, r *record) error {
 	m := w.m
 	for {
-		q, err := m.c.listQueue(ctx, m.namespace, m.name)
+		q, err := m.c.listQueue(ctx, m.namespace, m.queueName())
 		if err != nil {
 			return err
 		}
@@ -128,7 +128,7 @@ func (w *waiter) beforeQueuing(ctx context.Context, r *record) (done bool, err e
 	}
 	seen := a.observe(r)
 	if len(live) == 0 && (!r.held() || w.ours(r) || w.takeable(r, seen)) {
-		m.joining = &queueHold{view: newQueueView(m.c, m.namespace, m.name, w.q)}
+		m.joining = &queueHold{view: newQueueView(m.c, m.namespace, m.queueName(), w.q)}
 		done, _, err := m.take(ctx, a, r, w.previous(r))
 		if !done {
 			m.joining = nil
@@ -231,7 +231,7 @@ func (w *waiter) enqueue(ctx context.Context) error {
 		return err
 	}
 	for {
-		out, err := m.c.create(ctx, newEntryLease(m.namespace, m.name, m.holder, cur.lease.Name, m.c.serverNow()))
+		out, err := m.c.create(ctx, newEntryLease(m.namespace, m.queueName(), m.holder, cur.lease.Name, m.c.serverNow()))
 		if apierrors.IsAlreadyExists(err) {
 			continue // the random name is taken: draw another
 		}
@@ -242,7 +242,7 @@ func (w *waiter) enqueue(ctx context.Context) error {
 			}
 			return apiError("create", m.namespace, m.name, err)
 		}
-		e, err := decodeEntry(out, m.name)
+		e, err := decodeEntry(out, m.queueName())
 		if err != nil {
 			sess.release()
 			return err
@@ -362,7 +362,7 @@ func (w *waiter) atHead(ctx context.Context) (acquired bool, err error) {
 	a.interrupt = w.sess.lostC()
 	defer func() { a.interrupt, a.wakeAt = nil, time.Time{} }()
 	if w.view == nil {
-		w.view = newQueueView(m.c, m.namespace, m.name, w.q)
+		w.view = newQueueView(m.c, m.namespace, m.queueName(), w.q)
 		w.view.start()
 	}
 	for {
@@ -432,7 +432,8 @@ func (w *waiter) atHead(ctx context.Context) (acquired bool, err error) {
 // holdQueue is what the hold that this call starts must look after.
 func (w *waiter) holdQueue() *queueHold {
 	if w.view == nil {
-		w.view = newQueueView(w.m.c, w.m.namespace, w.m.name, w.q)
+		w.view = newQueueView(w.m.c, w.m.namespace, w.m.queueName(), w.q)
+		w.view.semaphore = w.m.slotOf
 	}
 	return &queueHold{view: w.view, own: w.own, sess: w.sess}
 }
@@ -443,7 +444,13 @@ func (w *waiter) holdQueue() *queueHold {
 // (or for a handle that does not renew) one conditional write confirms it
 // first. next is the record to decide on when it did not succeed.
 func (w *waiter) claim(ctx context.Context, r *record) (done bool, next *record, err error) {
-	m, c := w.m, w.m.c
+	return w.claimOn(ctx, w.m, r)
+}
+
+// claimOn is claim through the handle m of the Lease r (a semaphore's
+// slot; for a mutex, w.m itself).
+func (w *waiter) claimOn(ctx context.Context, m *Mutex, r *record) (done bool, next *record, err error) {
+	c := m.c
 	window := r.handoff.ttl
 	if r.ttl > 0 {
 		window = min(window, r.ttl)
@@ -461,7 +468,7 @@ func (w *waiter) claim(ctx context.Context, r *record) (done bool, next *record,
 	out, err := c.update(ctx, r.renew(c.serverNow()))
 	switch {
 	case err == nil:
-		nr, err := decode(out)
+		nr, err := m.decode(out)
 		if err != nil {
 			return false, nil, err
 		}
@@ -504,7 +511,7 @@ func (w *waiter) leave(ctx context.Context) {
 		m.log.Info("leaving the queue failed; the entry stays until this process's session expires", "entry", own.lease.Name, "error", err.Error())
 	}
 	w.dropEntry()
-	r, err := c.get(cctx, m.namespace, m.name)
+	r, err := m.get(cctx)
 	if err != nil || r.handoff == nil || r.handoff.entry != own.lease.Name || r.holder != m.holder {
 		return
 	}
@@ -562,7 +569,7 @@ func (m *Mutex) releaseLease(ctx context.Context, h *hold, r *record, skip strin
 			next, sess = nil, nil
 		}
 	} else {
-		q, err := c.listQueue(ctx, m.namespace, m.name)
+		q, err := c.listQueue(ctx, m.namespace, m.queueName())
 		if err != nil {
 			return nil, err
 		}

@@ -253,7 +253,7 @@ func (m *Mutex) follow(ctx context.Context, token int32, rv string, lost chan<- 
 			return
 
 		case <-ch(poll):
-			if report(c.get(ctx, m.namespace, m.name)) {
+			if report(m.get(ctx)) {
 				return
 			}
 			rearm()
@@ -275,11 +275,11 @@ func (m *Mutex) follow(ctx context.Context, token int32, rv string, lost chan<- 
 				lost <- m.lost(nil, "it was deleted")
 				return
 			case res.lease != nil:
-				if report(decode(res.lease)) {
+				if report(m.decode(res.lease)) {
 					return
 				}
 			default: // the watch lost its place: read once, then watch anew.
-				r, err := c.get(ctx, m.namespace, m.name)
+				r, err := m.get(ctx)
 				if report(r, err) {
 					return
 				}
@@ -345,7 +345,7 @@ func (m *Mutex) renewOnce(ctx context.Context, h *hold) (lost, err error) {
 		out, err := c.update(rctx, h.rec.renew(c.serverNow()))
 		switch {
 		case err == nil:
-			r, derr := decode(out)
+			r, derr := m.decode(out)
 			if derr != nil {
 				return m.lost(derr, "its Lease is no longer a valid mutex (%s)", reasonOf(derr)), nil
 			}
@@ -360,7 +360,7 @@ func (m *Mutex) renewOnce(ctx context.Context, h *hold) (lost, err error) {
 		case apierrors.IsConflict(err), apierrors.IsNotFound(err):
 			// Someone wrote the Lease: read it and see whether it is still
 			// ours (a label edited by hand) or not (taken over).
-			r, gerr := c.get(rctx, m.namespace, m.name)
+			r, gerr := m.get(rctx)
 			if lost := m.check(h.token, r, gerr); lost != nil {
 				return lost, nil
 			}

@@ -90,6 +90,17 @@ type Mutex struct {
 	createTTL      time.Duration
 	requireTTL     bool
 	createFair     bool
+	createLimit    int
+	onSemWait      func(SemaphoreStatus)
+	// slotNum is the slot's number, for a slot's handle.
+	slotNum int
+	// hintSeen is when the hint (last) was first seen, if a semaphore
+	// handed it over from its own read: the TTL rules may count from then.
+	hintSeen time.Time
+	// slotOf, for the handle of a semaphore's slot, is the semaphore's
+	// name: the Lease is a slot, not a mutex, and fairness is the
+	// semaphore's business (see semaphore.go).
+	slotOf string
 	renew          bool
 	retryTimeout   time.Duration
 	cleanupTimeout time.Duration
@@ -161,6 +172,19 @@ func (c *Client) NewMutex(namespace, name string, opts ...Option) (*Mutex, error
 	if err := validateRef(namespace, name); err != nil {
 		return nil, err
 	}
+	m, err := c.newHandle(namespace, name, opts)
+	if err != nil {
+		return nil, err
+	}
+	if m.createLimit != 0 || m.onSemWait != nil {
+		return nil, fmt.Errorf("mutex %s/%s: WithLimit and WithSemaphoreWaitNotify are for semaphores: %w", namespace, name, ErrInvalid)
+	}
+	return m, nil
+}
+
+// newHandle applies and validates opts: what a mutex's handle and a
+// semaphore's share.
+func (c *Client) newHandle(namespace, name string, opts []Option) (*Mutex, error) {
 	m := &Mutex{c: c, namespace: namespace, name: name, renew: true, cleanupTimeout: DefaultCleanupTimeout, retryTimeout: DefaultRetryTimeout}
 	for _, o := range opts {
 		o(m)
@@ -184,6 +208,17 @@ func (c *Client) NewMutex(namespace, name string, opts ...Option) (*Mutex, error
 	}
 	m.log = c.log.WithValues("namespace", namespace, "mutex", name, "holder", m.holder)
 	return m, nil
+}
+
+// settings is a fresh handle with m's settings and none of its state: the
+// handle of a semaphore's slot is made from the semaphore's template.
+func (m *Mutex) settings() *Mutex {
+	return &Mutex{
+		c: m.c, namespace: m.namespace, name: m.name, holder: m.holder,
+		createTTL: m.createTTL, requireTTL: m.requireTTL, createFair: m.createFair, createLimit: m.createLimit,
+		renew: m.renew, retryTimeout: m.retryTimeout, onRetry: m.onRetry, cleanupTimeout: m.cleanupTimeout,
+		onWait: m.onWait, onSemWait: m.onSemWait, slotOf: m.slotOf, log: m.log,
+	}
 }
 
 // newRetrier paces the retries of one Lock, TryLock or Unlock call.
@@ -421,32 +456,46 @@ func (m *Mutex) end(h *hold, last *record) {
 // mutex locked. If the
 // lock was lost while fn ran, the error wraps ErrLost even if fn succeeded:
 // fn's work may have overlapped another holder's.
-func (m *Mutex) With(ctx context.Context, fn func(ctx context.Context) error) (err error) {
+func (m *Mutex) With(ctx context.Context, fn func(ctx context.Context) error) error {
 	if err := m.Lock(ctx); err != nil {
 		return err
 	}
-	done := m.Done()
+	return runHeld(ctx, m, m.Unlock, max(m.cleanupTimeout, m.retryTimeout), m.log, fn)
+}
+
+// held is what runHeld needs of a hold: when it ends, and why.
+type held interface {
+	Done() <-chan struct{}
+	Err() error
+}
+
+// runHeld is the body of With, for any hold h that was just acquired: it
+// runs fn with a context cancelled when h is lost, then releases with
+// unlock under a fresh context bounded by timeout, also after a panic (the
+// panic then continues). A loss during fn is reported even if fn succeeded.
+func runHeld(ctx context.Context, h held, unlock func(context.Context) error, timeout time.Duration, log logr.Logger, fn func(context.Context) error) (err error) {
+	done := h.Done()
 	fctx, cancel := context.WithCancelCause(ctx)
 	stop := make(chan struct{})
 	go func() {
 		select {
 		case <-done:
-			cancel(m.Err())
+			cancel(h.Err())
 		case <-stop:
 		}
 	}()
 	defer func() {
 		close(stop)
-		lostErr := m.Err()
+		lostErr := h.Err()
 		cancel(nil)
 		// The section is over: a short outage must not leave it locked, so
-		// the unlock goes on retrying for the retry timeout.
-		uctx, ucancel := context.WithTimeout(context.WithoutCancel(ctx), max(m.cleanupTimeout, m.retryTimeout))
+		// the release goes on retrying for the retry timeout.
+		uctx, ucancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 		defer ucancel()
-		uerr := m.Unlock(uctx)
+		uerr := unlock(uctx)
 		if p := recover(); p != nil {
 			if uerr != nil {
-				m.log.Error(uerr, "unlock after panic failed")
+				log.Error(uerr, "release after panic failed")
 			}
 			panic(p)
 		}

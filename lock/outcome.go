@@ -51,7 +51,7 @@ type attempt struct {
 func (m *Mutex) resolve(ctx context.Context, a *acquirer, p attempt) (bool, *record, error) {
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cleanupTimeout)
 	defer cancel()
-	r, err := m.c.get(cctx, m.namespace, m.name)
+	r, err := m.get(cctx)
 	if errors.Is(err, ErrNotFound) {
 		return false, nil, m.giveUp(ctx, p.err)
 	}
@@ -89,7 +89,7 @@ func (m *Mutex) abandon(ctx context.Context, a *acquirer) error {
 	defer cancel()
 	rt := newRetrier(m.c.clock, m.log, m.cleanupTimeout, "releasing an acquisition made while giving up")
 	for {
-		r, err := m.c.get(cctx, m.namespace, m.name)
+		r, err := m.get(cctx)
 		if errors.Is(err, ErrNotFound) {
 			return nil
 		}

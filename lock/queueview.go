@@ -29,6 +29,12 @@ type queueView struct {
 	// entriesRV is where the entries' watch resumes.
 	entriesRV string
 	seen      sightings
+	// semaphore is the name of the semaphore whose queue this is ("": a
+	// mutex's). Its view also follows the slots, and targeted maps each
+	// slot with an unconfirmed handoff to the entry handed to: a second
+	// releaser must not hand its slot to a waiter that has one coming.
+	semaphore string
+	targeted  map[string]string
 
 	// stopRun and ran: the goroutine of start, while it runs.
 	stopRun context.CancelFunc
@@ -99,6 +105,9 @@ func (v *queueView) head(own *entry) (*entry, *session) {
 		if own != nil && !own.before(e) {
 			continue
 		}
+		if v.isTargeted(e.lease.Name) {
+			continue
+		}
 		if best != nil && !e.before(best) {
 			continue
 		}
@@ -120,6 +129,13 @@ func (v *queueView) run(ctx context.Context) {
 	sessions := newSelectorWatch(c, v.namespace, labels.SelectorFromSet(labels.Set{LabelKind: KindSession}).String())
 	defer entries.stop()
 	defer sessions.stop()
+	// A semaphore's view follows its slots too (see targeted); for a
+	// mutex's, this watch is never started and its channel never fires.
+	slots := newSelectorWatch(c, v.namespace, slotSelector(v.name))
+	defer slots.stop()
+	if v.semaphore != "" && slots.start(ctx, "") != nil {
+		return
+	}
 	v.mu.Lock()
 	erv := v.entriesRV
 	v.mu.Unlock()
@@ -184,6 +200,16 @@ func (v *queueView) run(ctx context.Context) {
 					v.reset(q)
 				}
 			}
+		case ev, ok := <-slots.events():
+			res, again := slots.handle(ev, ok)
+			switch {
+			case again && slots.w == nil:
+				if slots.start(ctx, slots.rv) != nil {
+					return
+				}
+			case res.lease != nil:
+				v.setSlot(res.lease)
+			}
 		case ev, ok := <-sessions.events():
 			res, again := sessions.handle(ev, ok)
 			if again {
@@ -202,6 +228,30 @@ func (v *queueView) run(ctx context.Context) {
 			}
 			v.mu.Unlock()
 		}
+	}
+}
+
+// isTargeted reports whether a slot is being handed to the entry name.
+// Called with v.mu held.
+func (v *queueView) isTargeted(name string) bool {
+	for _, to := range v.targeted {
+		if to == name {
+			return true
+		}
+	}
+	return false
+}
+
+// setSlot records the handoff a slot carries, if any.
+func (v *queueView) setSlot(l *coordinationv1.Lease) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.targeted == nil {
+		v.targeted = map[string]string{}
+	}
+	delete(v.targeted, l.Name)
+	if r, err := decodeSlot(l, v.semaphore); err == nil && r.handoff != nil {
+		v.targeted[l.Name] = r.handoff.entry
 	}
 }
 

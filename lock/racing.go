@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 )
@@ -19,6 +20,10 @@ func (m *Mutex) race(ctx context.Context, a *acquirer, hint *record, lost int32)
 	// stale hint just conflicts. But only a take may rest on it; refusing
 	// or waiting needs the Lease as it is now.
 	r, fromHint := hint, hint != nil
+	if hint != nil && !m.hintSeen.IsZero() {
+		a.obsRV, a.obsAt = hint.lease.ResourceVersion, m.hintSeen
+	}
+	m.hintSeen = time.Time{}
 	// ours: a record that names this holder through an acquisition this
 	// handle no longer claims (a lost hold, or one refused as late). It is
 	// this handle's own stale record, not another holder's, so it may be
@@ -42,7 +47,9 @@ func (m *Mutex) race(ctx context.Context, a *acquirer, hint *record, lost int32)
 		}
 		if r == nil {
 			var err error
-			if r, err = a.read(ctx); errors.Is(err, ErrNotFound) {
+			if r, err = a.read(ctx); errors.Is(err, ErrNotFound) && m.slotOf != "" {
+				return err // a semaphore's slots are made with it, never by a take
+			} else if errors.Is(err, ErrNotFound) {
 				a.unknown = nil // whatever that write did, it is gone
 				done, next, err := m.create(ctx, a)
 				if done {
@@ -80,7 +87,7 @@ func (m *Mutex) race(ctx context.Context, a *acquirer, hint *record, lost int32)
 			return fmt.Errorf("mutex %s/%s has TTL %s, not %s as required; nothing changed: %w",
 				m.namespace, m.name, ttlString(r.ttl), ttlString(m.createTTL), ErrTTLConflict)
 		}
-		if r.fair {
+		if r.fair && m.slotOf == "" {
 			err := m.acquireFair(ctx, a, r, ours)
 			if !errors.Is(err, errNotFair) {
 				return err
@@ -149,7 +156,7 @@ func (m *Mutex) take(ctx context.Context, a *acquirer, r *record, prev string) (
 	out, err := m.c.update(ctx, l)
 	switch {
 	case err == nil:
-		nr, err := decode(out)
+		nr, err := m.decode(out)
 		if err != nil {
 			return false, nil, err
 		}
@@ -173,7 +180,7 @@ func (m *Mutex) create(ctx context.Context, a *acquirer) (done bool, next *recor
 	out, err := m.c.create(ctx, l)
 	switch {
 	case err == nil:
-		r, err := decode(out)
+		r, err := m.decode(out)
 		if err != nil {
 			return false, nil, err
 		}

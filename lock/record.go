@@ -129,6 +129,10 @@ type record struct {
 	fair bool
 	// handoff is set while a handoff to a queued waiter is unconfirmed.
 	handoff *handoff
+	// slot and retired, for a semaphore's slot: its number, and whether
+	// it is beyond the limit.
+	slot    int
+	retired bool
 }
 
 // handoff is an unconfirmed direct handoff (AnnotationHandoffTo and its
@@ -149,6 +153,12 @@ func decode(l *coordinationv1.Lease) (*record, error) {
 	notMutex := func(format string, args ...any) error {
 		return &NotMutexError{Namespace: l.Namespace, Name: l.Name, Reason: fmt.Sprintf(format, args...)}
 	}
+	if sem, ok := l.Annotations[AnnotationSemaphore]; ok {
+		return nil, notMutex("it is slot %s of semaphore %q", l.Annotations[AnnotationSlot], sem)
+	}
+	if l.Labels[LabelKind] == KindSemaphore {
+		return nil, notMutex("it is a semaphore")
+	}
 	mode, ok := l.Annotations[AnnotationUnlock]
 	if !ok {
 		return nil, notMutex("it has no %s annotation (a leader-election or other Lease)", AnnotationUnlock)
@@ -156,6 +166,14 @@ func decode(l *coordinationv1.Lease) (*record, error) {
 	if mode != UnlockExplicit {
 		return nil, notMutex("annotation %s is %q, want %q", AnnotationUnlock, mode, UnlockExplicit)
 	}
+	return decodeRecord(l, notMutex)
+}
+
+// decodeRecord decodes the single-holder record that a mutex and a
+// semaphore's slot share, once the caller has checked the Lease's kind.
+// notX makes the kind's refusal.
+func decodeRecord(l *coordinationv1.Lease, notX func(format string, args ...any) error) (*record, error) {
+	notMutex := notX
 	r := &record{lease: l}
 	if s, ok := l.Annotations[AnnotationTTL]; ok {
 		d, err := ttl.Parse(s)

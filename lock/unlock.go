@@ -57,7 +57,7 @@ func (m *Mutex) unlockOnce(ctx context.Context, h *hold, released *int32) (Statu
 		if r == nil {
 			var err error
 			seen = m.c.clock.Now()
-			if r, err = m.c.get(ctx, m.namespace, m.name); errors.Is(err, ErrNotFound) {
+			if r, err = m.get(ctx); errors.Is(err, ErrNotFound) {
 				return Status{}, m.notHeld(h, nil)
 			} else if err != nil {
 				return Status{}, m.unlockFailed(h, err)
@@ -84,7 +84,7 @@ func (m *Mutex) unlockOnce(ctx context.Context, h *hold, released *int32) (Statu
 		out, err := m.c.update(ctx, l)
 		switch {
 		case err == nil:
-			nr, derr := decode(out)
+			nr, derr := m.decode(out)
 			if derr != nil {
 				nr = nil
 			}

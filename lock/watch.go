@@ -217,7 +217,7 @@ func (a *acquirer) observe(r *record) time.Time {
 }
 
 func (a *acquirer) read(ctx context.Context) (*record, error) {
-	return a.m.c.get(ctx, a.m.namespace, a.m.name)
+	return a.m.get(ctx)
 }
 
 func (a *acquirer) watching() bool { return a.lw != nil && a.lw.w != nil }
@@ -364,7 +364,7 @@ func (a *acquirer) next(ctx context.Context, r *record) (*record, error) {
 		}
 		switch {
 		case res.lease != nil:
-			return decode(res.lease)
+			return a.m.decode(res.lease)
 		case res.deleted:
 			return nil, nil
 		default:
