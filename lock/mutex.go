@@ -83,15 +83,15 @@ func WithWaitNotify(fn func(Status)) Option { return func(m *Mutex) { m.onWait =
 // Mutex is a handle on one mutex for one holder identity. Its methods may
 // be called from any goroutine; Lock, TryLock and Unlock are serialized.
 type Mutex struct {
-	c              *Client
-	namespace      string
-	name           string
-	holder         string
-	createTTL      time.Duration
-	requireTTL     bool
-	createFair     bool
-	createLimit    int
-	onSemWait      func(SemaphoreStatus)
+	c           *Client
+	namespace   string
+	name        string
+	holder      string
+	createTTL   time.Duration
+	requireTTL  bool
+	createFair  bool
+	createLimit int
+	onSemWait   func(SemaphoreStatus)
 	// slotNum is the slot's number, for a slot's handle.
 	slotNum int
 	// hintSeen is when the hint (last) was first seen, if a semaphore
@@ -100,7 +100,7 @@ type Mutex struct {
 	// slotOf, for the handle of a semaphore's slot, is the semaphore's
 	// name: the Lease is a slot, not a mutex, and fairness is the
 	// semaphore's business (see semaphore.go).
-	slotOf string
+	slotOf         string
 	renew          bool
 	retryTimeout   time.Duration
 	cleanupTimeout time.Duration
