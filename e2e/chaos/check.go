@@ -32,15 +32,17 @@ const (
 	vWaitBounds   = "violation.wait-outside-timeout"
 	vEnd          = "violation.end-state"
 	vFIFO         = "violation.fifo-order"
+	vLimit        = "violation.semaphore-limit"
 )
 
-var violationNames = []string{vOverlap, vZombieUntold, vToken, vStale, vFinal, vWaitBounds, vEnd, vFIFO}
+var violationNames = []string{vOverlap, vZombieUntold, vToken, vStale, vFinal, vWaitBounds, vEnd, vFIFO, vLimit}
 
 func ns(t int64) string { return time.Unix(0, t).UTC().Format("15:04:05.000000") }
 
 // check judges merged histories. ttls maps each mutex to its TTL (0: none);
-// fair says which are fair.
-func check(recs []record, ttls map[string]time.Duration, fair map[string]bool) *verdict {
+// fair says which are fair; limits maps each semaphore to its limit (its
+// slots are judged as mutexes, named by the sections).
+func check(recs []record, ttls map[string]time.Duration, fair map[string]bool, limits map[string]int) *verdict {
 	v := &verdict{counts: map[string]int{}}
 	for _, n := range violationNames {
 		v.counts[n] = 0
@@ -74,6 +76,18 @@ func check(recs []record, ttls map[string]time.Duration, fair map[string]bool) *
 		mutexes = append(mutexes, m)
 	}
 	sort.Strings(mutexes)
+	for s, limit := range limits {
+		var all []record
+		for name, secs := range cs {
+			if len(secs) > 0 && secs[0].Semaphore == s {
+				all = append(all, secs...)
+				checkSections(v, name, secs, pauses)
+				checkFence(v, name, writes[name], ends[name])
+				checkEnd(v, name, ends[name], time.Duration(ends[name].TTL))
+			}
+		}
+		checkLimit(v, s, limit, all, pauses)
+	}
 	for _, m := range mutexes {
 		checkSections(v, m, cs[m], pauses)
 		checkFence(v, m, writes[m], ends[m])
@@ -127,6 +141,36 @@ func checkFIFO(v *verdict, m string, waits []record, faults []record) {
 		}
 	}
 	v.counts["fifo.judged-waits"] += judged
+}
+
+// checkLimit: at no moment are more sections of semaphore s inside than
+// its limit, counting only holders that had not been told they lost their
+// slot, and excusing one that was paused meanwhile and told when it ran
+// again (as checkSections does for a mutex).
+func checkLimit(v *verdict, s string, limit int, secs []record, pauses []record) {
+	sort.Slice(secs, func(i, j int) bool { return secs[i].Enter < secs[j].Enter })
+	for i, b := range secs {
+		inside := []record{b}
+		for _, a := range secs[:i] {
+			if a.Exit <= b.Enter {
+				continue
+			}
+			switch {
+			case a.LostAt != 0 && a.LostAt <= b.Enter:
+			case a.Lost && paused(pauses, a.Pid, a.Enter, b.Enter):
+			default:
+				inside = append(inside, a)
+			}
+		}
+		v.counts["semaphore.most-inside"] = max(v.counts["semaphore.most-inside"], len(inside))
+		if len(inside) > limit {
+			var who []string
+			for _, a := range inside {
+				who = append(who, fmt.Sprintf("%s (token %d, %s-%s)", a.Holder, a.Token, ns(a.Enter), ns(a.Exit)))
+			}
+			v.violate(vLimit, "%s: %d inside at %s, limit %d: %s", s, len(inside), ns(b.Enter), limit, strings.Join(who, ", "))
+		}
+	}
 }
 
 func paused(pauses []record, pid int, from, to int64) bool {

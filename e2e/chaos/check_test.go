@@ -23,7 +23,7 @@ func TestCheckCatchesViolations(t *testing.T) {
 		{Kind: "wait", Mutex: "m", Start: 0, End: 5 * s, Timeout: 5 * s, Result: "timeout"},
 		end,
 	}
-	if v := check(clean, ttls, nil); v.total() != 0 {
+	if v := check(clean, ttls, nil, nil); v.total() != 0 {
 		t.Fatalf("clean history: got violations %v, want none", v.violations)
 	}
 	lost := cs("a", 1, 1*s, 4*s)
@@ -71,7 +71,7 @@ func TestCheckCatchesViolations(t *testing.T) {
 					}
 				}
 			}
-			v := check(recs, ttls, nil)
+			v := check(recs, ttls, nil, nil)
 			if tc.want == "" {
 				if v.total() != 0 {
 					t.Errorf("got violations %v, want none", v.violations)
@@ -117,6 +117,30 @@ func TestCheckFIFO(t *testing.T) {
 		checkFIFO(v, "fair", waits, faults)
 		if got := v.counts[vFIFO]; got != tc.want {
 			t.Errorf("%s: %d FIFO violations, want %d: %v", tc.name, got, tc.want, v.violations)
+		}
+	}
+}
+
+// TestCheckLimit: three sections of a semaphore with limit 2 inside at
+// once is a violation, unless the extra holder had been told.
+func TestCheckLimit(t *testing.T) {
+	const s = int64(time.Second)
+	sec := func(holder string, enter, exit, lostAt int64) record {
+		return record{Kind: "cs", Mutex: "sem.s-0", Semaphore: "sem", Holder: holder, Enter: enter, Exit: exit, LostAt: lostAt, Lost: lostAt != 0}
+	}
+	for _, tc := range []struct {
+		name string
+		secs []record
+		want int
+	}{
+		{"two at once", []record{sec("a", 1*s, 5*s, 0), sec("b", 2*s, 6*s, 0), sec("c", 5*s, 7*s, 0)}, 0},
+		{"three at once", []record{sec("a", 1*s, 5*s, 0), sec("b", 2*s, 6*s, 0), sec("c", 3*s, 7*s, 0)}, 1},
+		{"the third's predecessor was told", []record{sec("a", 1*s, 5*s, 2*s), sec("b", 2*s, 6*s, 0), sec("c", 3*s, 7*s, 0)}, 0},
+	} {
+		v := &verdict{counts: map[string]int{}}
+		checkLimit(v, "sem", 2, tc.secs, nil)
+		if got := v.counts[vLimit]; got != tc.want {
+			t.Errorf("%s: %d limit violations, want %d: %v", tc.name, got, tc.want, v.violations)
 		}
 	}
 }

@@ -43,6 +43,10 @@ type record struct {
 	LostAt int64 `json:"lostAt,omitempty"`
 	Lost   bool  `json:"lost,omitempty"`
 
+	// Semaphore, for a section of a semaphore's slot (Mutex names the
+	// slot), names the semaphore.
+	Semaphore string `json:"semaphore,omitempty"`
+
 	// wait
 	Start int64 `json:"start,omitempty"`
 	// Queued is when a wait on a fair mutex was queued (its first wait

@@ -33,6 +33,22 @@ var mutexTTLs = map[string]time.Duration{"ttl-a": 3 * time.Second, "ttl-b": 2 * 
 // order.
 var fairMutexes = map[string]bool{"fair": true}
 
+// The semaphores, their limits and TTLs. Each slot has a fenced store of
+// its own (a slot's token grows per slot).
+var (
+	semaphoreLimits = map[string]int{"sem": 2}
+	semaphoreTTLs   = map[string]time.Duration{"sem": 3 * time.Second}
+)
+
+// slotNames are the names of semaphore name's slots.
+func slotNames(name string) []string {
+	var out []string
+	for k := range semaphoreLimits[name] {
+		out = append(out, fmt.Sprintf("%s.s-%d", name, k))
+	}
+	return out
+}
+
 // endMargin is how long after the workers stopped a TTL mutex may still be
 // locked beyond its TTL.
 const endMargin = 5 * time.Second
@@ -167,7 +183,7 @@ func (o *orchestrator) run() (code int, err error) {
 	if err != nil {
 		return 0, err
 	}
-	v := check(recs, mutexTTLs, fairMutexes)
+	v := check(recs, mutexTTLs, fairMutexes, semaphoreLimits)
 	fmt.Printf("chaos run: seed %d, duration %s (workers ran %s), %d workers, history %s\n",
 		o.seed, o.duration, ran.Round(time.Second), len(o.workers), o.historyDir)
 	fmt.Printf("torn history lines (processes killed mid-write): %d\n", torn)
@@ -204,6 +220,16 @@ func (o *orchestrator) setup(ctx context.Context) error {
 	}, metav1.CreateOptions{}); err != nil {
 		return err
 	}
+	for s, limit := range semaphoreLimits {
+		for _, slot := range slotNames(s) {
+			if err := createFence(ctx, o.admin, namespace, slot); err != nil {
+				return err
+			}
+		}
+		if _, _, err := o.locks.CreateSemaphore(ctx, namespace, s, lock.SemaphoreOptions{Limit: limit, TTL: semaphoreTTLs[s]}); err != nil {
+			return err
+		}
+	}
 	for m, ttl := range mutexTTLs {
 		if err := createFence(ctx, o.admin, namespace, m); err != nil {
 			return err
@@ -220,6 +246,9 @@ func (o *orchestrator) workerConfigs(kubeconfig string) []workerConfig {
 	mk := func(kind, mutex string, f func(*workerConfig)) workerConfig {
 		w := base
 		w.Kind, w.Mutex, w.TTL = kind, mutex, mutexTTLs[mutex]
+		if _, ok := semaphoreLimits[mutex]; ok {
+			w.TTL = semaphoreTTLs[mutex] // a crashed holder's slot frees after it
+		}
 		if f != nil {
 			f(&w)
 		}
@@ -239,6 +268,10 @@ func (o *orchestrator) workerConfigs(kubeconfig string) []workerConfig {
 		mk("lock", "fair", func(w *workerConfig) { w.Skew = -5 * time.Minute }),
 		mk("koncli", "fair", nil),
 		mk("with", "fair", nil),
+		mk("sem-with", "sem", nil),
+		mk("sem-with", "sem", func(w *workerConfig) { w.Skew = 3 * time.Minute }),
+		mk("sem-with", "sem", nil),
+		mk("sem-with", "sem", func(w *workerConfig) { w.Timeout = 5 * time.Second }),
 	}
 	if o.selfTestNoLock {
 		ws = append(ws, mk("nolock", "ttl-a", nil))
@@ -339,6 +372,34 @@ func (o *orchestrator) final(ctx context.Context) error {
 		rv, _ := strconv.ParseInt(cm.ResourceVersion, 10, 64)
 		o.hist.add(record{Kind: "end", Mutex: m, Phase: string(st.Phase), Holder: st.Holder, Token: st.Token,
 			TTL: int64(ttl), Value: cm.Data["value"], RV: rv})
+	}
+	// A semaphore's slots end like mutexes: each with its holder (if any)
+	// and its store.
+	for s := range semaphoreLimits {
+		var st lock.SemaphoreStatus
+		if err := retry(ctx, func(ctx context.Context) (err error) {
+			st, err = o.locks.GetSemaphore(ctx, namespace, s)
+			return err
+		}); err != nil {
+			return fmt.Errorf("final reading of %s: %w", s, err)
+		}
+		for k, slot := range slotNames(s) {
+			var cm *corev1.ConfigMap
+			if err := retry(ctx, func(ctx context.Context) (err error) {
+				cm, err = o.admin.CoreV1().ConfigMaps(namespace).Get(ctx, fenceName(slot), metav1.GetOptions{})
+				return err
+			}); err != nil {
+				return fmt.Errorf("final reading of %s: %w", slot, err)
+			}
+			end := record{Kind: "end", Mutex: slot, Phase: string(lock.PhaseUnlocked), TTL: int64(semaphoreTTLs[s]), Value: cm.Data["value"]}
+			end.RV, _ = strconv.ParseInt(cm.ResourceVersion, 10, 64)
+			for _, h := range st.Holders {
+				if h.Slot == k {
+					end.Phase, end.Holder, end.Token = string(h.Phase), h.Holder, h.Token
+				}
+			}
+			o.hist.add(end)
+		}
 	}
 	return nil
 }

@@ -106,6 +106,20 @@ func runWorker(w workerConfig) error {
 	if w.TTL > 0 {
 		opts = append(opts, lock.WithTTL(w.TTL))
 	}
+	if w.Kind == "sem-with" {
+		s, err := c.NewSemaphore(w.Namespace, w.Mutex, opts...)
+		if err != nil {
+			return err
+		}
+		for ctx.Err() == nil {
+			roundSemaphore(ctx, w, h, cs, s)
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Duration(rand.IntN(100)) * time.Millisecond):
+			}
+		}
+		return nil
+	}
 	m, err := c.NewMutex(w.Namespace, w.Mutex, opts...)
 	if err != nil {
 		return err
@@ -211,6 +225,42 @@ func roundWith(ctx context.Context, w workerConfig, h *history, cs kubernetes.In
 		wr.Queued = queued.Load()
 		wr.Result, wr.Error = waitResult(err)
 		releaseStale(ctx, m, err)
+	}
+	h.add(wr)
+}
+
+// roundSemaphore takes a slot of a semaphore with With, and runs a section
+// on that slot's fenced store.
+func roundSemaphore(ctx context.Context, w workerConfig, h *history, cs kubernetes.Interface, s *lock.Semaphore) {
+	wr := record{Kind: "wait", Mutex: w.Mutex, Worker: w.Name, Holder: s.Holder(), Start: now(), Timeout: int64(w.Timeout)}
+	lctx, cancel := context.WithTimeout(ctx, w.Timeout)
+	defer cancel()
+	var r *record
+	err := s.With(lctx, func(fctx context.Context) error {
+		wr.End = now()
+		slot := w
+		slot.Mutex = fmt.Sprintf("%s.s-%d", w.Mutex, s.Slot())
+		cr := criticalSection(fctx, slot, h, cs, s.Holder(), s.Token(), fctx.Done())
+		cr.Semaphore = w.Mutex
+		r = &cr
+		return nil
+	})
+	if r != nil {
+		wr.Result = "acquired"
+		if errors.Is(err, lock.ErrLost) {
+			r.Lost = true
+		} else {
+			r.LostAt = 0
+		}
+		h.add(*r)
+	} else {
+		wr.End = now()
+		wr.Result, wr.Error = waitResult(err)
+		if errors.Is(err, lock.ErrAlreadyHeld) {
+			uctx, ucancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			_ = s.Release(uctx)
+			ucancel()
+		}
 	}
 	h.add(wr)
 }
