@@ -199,6 +199,55 @@
 // create and delete besides get and update, and watch (optional: without
 // it waiters poll).
 //
+// # Semaphores
+//
+// A Semaphore is held by at most its limit of holders at once. It is made
+// of Leases only:
+//
+//   - its own Lease S: label konlease.io/kind=Semaphore, annotations
+//     konlease.io/limit (1 to MaxLimit), konlease.io/ttl and
+//     konlease.io/fair; no holder. The limit is stored and checked, like
+//     the TTL: CreateSemaphore refuses other terms (ErrLimitConflict,
+//     ErrTTLConflict, ErrFairnessConflict) unless asked to update them;
+//   - one Lease per slot, S.s-0 to S.s-(limit-1): label
+//     konlease.io/kind=SemaphoreSlot and konlease.io/mutex=<S, or a hash of
+//     a long name>, annotations konlease.io/semaphore=S, konlease.io/slot=k,
+//     the TTL and fairness copied from S, and konlease.io/retired=true on a
+//     slot at or beyond a lowered limit. Its spec is a mutex's exactly:
+//     holder, acquire and renew times, leaseDurationSeconds, and
+//     leaseTransitions, the slot's fencing token.
+//
+// A holder takes one free slot with one conditional write, through the very
+// code of a mutex (the slot's record, keeper, renewal, Done, the refusal of
+// a late confirmation), so each slot has one holder at most, by the
+// argument above. A waiter watches the slots (one watch, by label) and tries
+// again when one frees. An operator writes S and the slots' annotations
+// (CreateSemaphore with Update, DeleteSemaphore, ForceReleaseSemaphore);
+// holders and waiters never write S.
+//
+// Why never more than the limit: there are as many slots as the limit, each
+// with one holder. Lowering the limit from N to M first marks slots M to N-1
+// retired (conditional writes; a holder keeps its slot, and its renewals
+// read past the change), then S. A retired slot is never taken, so it only
+// ever loses its holder; and no slot is taken while a retired slot is held.
+// So once the holders of retired slots are gone, at most M slots are held,
+// and until then nobody joins them. (This waits a little longer than "until
+// fewer than M hold", which counting holders across Leases, with no
+// transaction, could not make safe.) Raising the limit creates or
+// un-retires slots before it writes S. A semaphore's Lease is not a mutex
+// and its slots are not mutexes: mutex calls refuse them (ErrNotMutex),
+// semaphore calls refuse mutexes (ErrNotSemaphore), changing nothing.
+//
+// A fair semaphore queues on S's name exactly as a fair mutex does. The
+// head of the queue watches the slots and takes a free one; a releaser
+// hands its slot to the head (the same handoff and the same argument as
+// above), and its queue view also follows the slots, so that two
+// releasers at once do not hand two slots to one waiter; a waiter that
+// receives a second slot anyway passes it on.
+//
+// Token and Slot: tokens grow per slot, not across the semaphore, whose
+// holders run at the same time anyway; fence per slot.
+//
 // # RBAC
 //
 // The verbs used on leases in the mutex's namespace: get (all), update
@@ -206,7 +255,9 @@
 // Create), watch (waiting and loss detection; optional, polling replaces
 // it), list (List), delete (Delete). A fair mutex needs list, create and
 // delete too (its queue), and names the missing verb when one is refused,
-// before anything is written.
+// before anything is written. A semaphore needs get, list (its slots) and
+// update always, watch to wait without polling, and create and delete for
+// CreateSemaphore, DeleteSemaphore and fair waiting.
 //
 // # Logging
 //

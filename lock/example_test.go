@@ -89,3 +89,45 @@ func ExampleClient_List() {
 	// a Unlocked "" ttl=5m0s
 	// b Locked "worker-1" ttl=0s
 }
+
+func ExampleSemaphore_With() {
+	ctx := context.Background()
+	c, _ := lock.NewClient(fake.NewClientset().CoordinationV1())
+
+	// At most two nodes in maintenance at once (kured's --concurrency 2).
+	if _, _, err := c.CreateSemaphore(ctx, "default", "node-maintenance", lock.SemaphoreOptions{Limit: 2, TTL: 10 * time.Minute}); err != nil {
+		fmt.Println(err)
+		return
+	}
+	s, err := c.NewSemaphore("default", "node-maintenance", lock.WithHolder("node-a"))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	err = s.With(ctx, func(ctx context.Context) error {
+		// ctx is cancelled if the slot is lost.
+		// Free slots are tried in a random order, which spreads contenders.
+		fmt.Printf("in maintenance, token %d, on one of the 2 slots: %v\n", s.Token(), s.Slot() == 0 || s.Slot() == 1)
+		return nil
+	})
+	fmt.Println("done:", err)
+	// Output:
+	// in maintenance, token 1, on one of the 2 slots: true
+	// done: <nil>
+}
+
+func ExampleSemaphore_TryAcquire() {
+	ctx := context.Background()
+	c, _ := lock.NewClient(fake.NewClientset().CoordinationV1())
+	_, _, _ = c.CreateSemaphore(ctx, "default", "builds", lock.SemaphoreOptions{Limit: 1})
+
+	a, _ := c.NewSemaphore("default", "builds", lock.WithHolder("ci-1"))
+	_ = a.TryAcquire(ctx)
+	b, _ := c.NewSemaphore("default", "builds", lock.WithHolder("ci-2"))
+	err := b.TryAcquire(ctx)
+	fmt.Println(errors.Is(err, lock.ErrLocked))
+	fmt.Println(err)
+	// Output:
+	// true
+	// semaphore default/builds is full: 1 of 1 held by "ci-1"
+}

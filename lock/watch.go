@@ -148,13 +148,18 @@ func (lw *leaseWatch) handle(ev watch.Event, ok bool) (res watchResult, again bo
 	switch ev.Type {
 	case watch.Added, watch.Modified:
 		l, isLease := ev.Object.(*coordinationv1.Lease)
-		if !isLease {
+		if !isLease || (lw.labelSelector == "" && l.Name != lw.name) {
+			// Not the Lease watched (a server, or a fake, that does not
+			// apply the field selector): not ours to judge.
 			return watchResult{}, true
 		}
 		lw.failed = 0
 		lw.rv = l.ResourceVersion
 		return watchResult{lease: l}, false
 	case watch.Deleted:
+		if l, isLease := ev.Object.(*coordinationv1.Lease); isLease && lw.labelSelector == "" && l.Name != lw.name {
+			return watchResult{}, true
+		}
 		if l, isLease := ev.Object.(*coordinationv1.Lease); isLease && lw.labelSelector != "" {
 			lw.rv = l.ResourceVersion
 			return watchResult{gone: l}, false
