@@ -128,6 +128,11 @@ func run() error {
 		}
 	}
 	steps = append(steps, func() error { return fairIdle(ctx, r, cfg, ns, window) })
+	steps = append(steps,
+		func() error { fmt.Fprintln(progress, "semaphore:"); return semCycle(ctx, r, cfg, ns, n) },
+		func() error { return semContention(ctx, r, cfg, ns, 4, 32, contend) },
+		func() error { return semIdle(ctx, r, cfg, ns, 6*time.Second, window) },
+	)
 	if !*quick {
 		steps = append(steps, func() error { return fairDeadHead(ctx, r, env, cfg, ns, 2) })
 	}
@@ -210,6 +215,7 @@ func addRatios(r *Results) {
 	r.ratio("fair.handoff", "÷ floor", "floor.watch", "floor.update")
 	r.ratio("fair.handoff", "÷ etcd", "etcd.handoff")
 	r.ratio("fair.handoff", "÷ racing", "konlease.handoff")
+	r.ratio("sem.cycle", "÷ mutex", "konlease.cycle")
 }
 
 // targets checks the targets of the benchmark issue against the figures.
