@@ -34,6 +34,9 @@ func (m *Mutex) startKeeper(h *hold, sent time.Time) {
 	go func() {
 		defer wg.Done()
 		m.keep(ctx, h, sent)
+		// The hold ended (lost, or Unlock): the queue side stops too, also
+		// when nobody ever calls Unlock after a loss.
+		cancel()
 	}()
 	go func() {
 		wg.Wait()

@@ -257,7 +257,9 @@ func (s *ownSession) renew(ctx context.Context) error {
 	cur := s.cur
 	s.mu.Unlock()
 	last, _ := s.sentOf(cur.lease.Name, cur.lease.ResourceVersion)
-	rctx, cancel := context.WithDeadline(ctx, ttl.HolderDeadline(last, cur.ttl))
+	// A duration on this client's clock, not an absolute time: the clock
+	// may be skewed (WithClock), and the context counts real time.
+	rctx, cancel := context.WithTimeout(ctx, max(ttl.HolderDeadline(last, cur.ttl).Sub(c.clock.Now()), 0))
 	defer cancel()
 	rt := newRetrier(c.clock, c.log, cur.ttl, "renewing a session")
 	for {
