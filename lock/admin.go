@@ -323,6 +323,7 @@ func (c *Client) ForceUnlock(ctx context.Context, namespace, name string) (Statu
 		switch {
 		case err == nil:
 			c.log.V(1).Info("force-unlocked mutex", "namespace", namespace, "name", name, "evicted", r.holder, "token", r.token)
+			c.event(r.lease, true, EventForceUnlocked, "ForceUnlock", "force-unlocked; %q was evicted (token %d)", r.holder, r.token)
 			return before, nil
 		case apierrors.IsConflict(err):
 			continue

@@ -39,6 +39,9 @@ type Client struct {
 	sessions     sessions
 	// deletable holds the namespaces where mayDelete found delete allowed.
 	deletable sync.Map
+	metrics    Metrics
+	events     *eventSink
+	wantEvents bool
 	// background counts work that outlives the call that started it
 	// (deleting a holder's queue entry); Close waits for it.
 	background sync.WaitGroup
@@ -82,12 +85,15 @@ func NewClient(leases coordinationv1client.LeasesGetter, opts ...ClientOption) (
 	if leases == nil {
 		return nil, fmt.Errorf("lock.NewClient: leases getter is nil: %w", ErrInvalid)
 	}
-	c := &Client{leases: leases, clock: clock.RealClock{}, log: logr.Discard(), pollInterval: DefaultPollInterval, waiterTTL: DefaultWaiterTTL}
+	c := &Client{leases: leases, clock: clock.RealClock{}, log: logr.Discard(), pollInterval: DefaultPollInterval, waiterTTL: DefaultWaiterTTL, metrics: noMetrics{}}
 	for _, o := range opts {
 		o(c)
 	}
 	if c.clock == nil {
 		return nil, fmt.Errorf("lock.NewClient: clock is nil: %w", ErrInvalid)
+	}
+	if c.metrics == nil {
+		return nil, fmt.Errorf("lock.NewClient: metrics is nil: %w", ErrInvalid)
 	}
 	if c.pollInterval <= 0 {
 		return nil, fmt.Errorf("lock.NewClient: poll interval %s is not positive: %w", c.pollInterval, ErrInvalid)
@@ -134,7 +140,16 @@ func NewForConfig(cfg *rest.Config, opts ...ClientOption) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("lock.NewForConfig: %w", err)
 	}
-	return NewClient(cs, append(slices.Clone(opts), WithServerClock(sc))...)
+	c, err := NewClient(cs, append(slices.Clone(opts), WithServerClock(sc))...)
+	if err != nil {
+		return nil, err
+	}
+	if c.wantEvents && c.events == nil {
+		if c.events, err = newEventSink(cfg, c); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
 }
 
 // ServerClockTransport returns a transport wrapper (for rest.Config.Wrap) that
@@ -206,7 +221,25 @@ func (c *Client) getAs(ctx context.Context, namespace, name string, dec func(*co
 
 // update writes l with its resourceVersion as the precondition.
 func (c *Client) update(ctx context.Context, l *coordinationv1.Lease) (*coordinationv1.Lease, error) {
-	return c.leases.Leases(l.Namespace).Update(ctx, l, metav1.UpdateOptions{FieldManager: FieldManager})
+	out, err := c.leases.Leases(l.Namespace).Update(ctx, l, metav1.UpdateOptions{FieldManager: FieldManager})
+	if apierrors.IsConflict(err) {
+		if name := metricName(l); name != "" {
+			c.metrics.Conflict(l.Namespace, name)
+		}
+	}
+	return out, err
+}
+
+// metricName is the mutex or semaphore that Lease l is part of, "" for a
+// queue entry or a session.
+func metricName(l *coordinationv1.Lease) string {
+	switch {
+	case l.Annotations[AnnotationSemaphore] != "":
+		return l.Annotations[AnnotationSemaphore]
+	case l.Labels[LabelKind] == KindWaiter, l.Labels[LabelKind] == KindSession:
+		return ""
+	}
+	return l.Name
 }
 
 func (c *Client) create(ctx context.Context, l *coordinationv1.Lease) (*coordinationv1.Lease, error) {

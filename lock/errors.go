@@ -113,6 +113,8 @@ type LostError struct {
 	Name      string
 	// Reason says how it was lost, as a clause: "it was force-unlocked".
 	Reason string
+	// End says it in one word (EndTTL, EndTakenOver, ...).
+	End HoldEnd
 
 	cause error
 }

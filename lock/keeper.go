@@ -161,10 +161,10 @@ func (m *Mutex) keep(ctx context.Context, h *hold, sent time.Time) {
 
 		case <-ch(deadline):
 			if confirming {
-				m.lose(h, m.lost(nil, "the handoff to it could not be confirmed in time, so the next waiter may take it over"))
+				m.lose(h, m.lost(EndInvalid, nil, "the handoff to it could not be confirmed in time, so the next waiter may take it over"))
 				return
 			}
-			m.lose(h, m.lost(nil, "no renewal succeeded in time, so once its TTL (%s) runs out another holder may take it over", ttl.Format(d)))
+			m.lose(h, m.lost(EndTTL, nil, "no renewal succeeded in time, so once its TTL (%s) runs out another holder may take it over", ttl.Format(d)))
 			return
 
 		case <-ch(renewal):
@@ -275,7 +275,7 @@ func (m *Mutex) follow(ctx context.Context, token int32, rv string, lost chan<- 
 			switch {
 			case again:
 			case res.deleted:
-				lost <- m.lost(nil, "it was deleted")
+				lost <- m.lost(EndDeleted, nil, "it was deleted")
 				return
 			case res.lease != nil:
 				if report(m.decode(res.lease)) {
@@ -306,23 +306,23 @@ func (m *Mutex) follow(ctx context.Context, token int32, rv string, lost chan<- 
 func (m *Mutex) check(token int32, r *record, err error) error {
 	switch {
 	case errors.Is(err, ErrNotFound):
-		return m.lost(nil, "it was deleted")
+		return m.lost(EndDeleted, nil, "it was deleted")
 	case errors.Is(err, ErrNotMutex):
-		return m.lost(err, "its Lease is no longer a valid mutex (%s)", reasonOf(err))
+		return m.lost(EndInvalid, err, "its Lease is no longer a valid mutex (%s)", reasonOf(err))
 	case err != nil:
 		return nil
 	case !r.held():
-		return m.lost(nil, "it was force-unlocked")
+		return m.lost(EndForceUnlocked, nil, "it was force-unlocked")
 	case r.holder != m.holder || r.token != token:
-		return m.lost(nil, "it was taken over by %q (token %d)", r.holder, r.token)
+		return m.lost(EndTakenOver, nil, "it was taken over by %q (token %d)", r.holder, r.token)
 	}
 	return nil
 }
 
-// lost is the *LostError of this mutex; reason is a format for the clause
-// that says how.
-func (m *Mutex) lost(cause error, reason string, args ...any) error {
-	return &LostError{Namespace: m.namespace, Name: m.name, Reason: fmt.Sprintf(reason, args...), cause: cause}
+// lost is the *LostError of this mutex, ended as end; reason is a format
+// for the clause that says how.
+func (m *Mutex) lost(end HoldEnd, cause error, reason string, args ...any) error {
+	return &LostError{Namespace: m.namespace, Name: m.name, Reason: fmt.Sprintf(reason, args...), End: end, cause: cause}
 }
 
 // reasonOf is the Reason of a *NotMutexError, else the error's text.
@@ -346,11 +346,12 @@ func (m *Mutex) renewOnce(ctx context.Context, h *hold) (lost, err error) {
 	for {
 		sent := c.clock.Now()
 		out, err := c.update(rctx, h.rec.renew(c.serverNow()))
+		c.metrics.Renewal(m.namespace, m.queueName(), err == nil)
 		switch {
 		case err == nil:
 			r, derr := m.decode(out)
 			if derr != nil {
-				return m.lost(derr, "its Lease is no longer a valid mutex (%s)", reasonOf(derr)), nil
+				return m.lost(EndInvalid, derr, "its Lease is no longer a valid mutex (%s)", reasonOf(derr)), nil
 			}
 			h.rec = r
 			h.window = 0 // a handoff is confirmed by this write

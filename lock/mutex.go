@@ -150,6 +150,8 @@ type hold struct {
 	stopped chan struct{}
 	// queue is set on a hold of a fair mutex.
 	queue *queueHold
+	// start is when the hold began (local clock), for the metrics.
+	start time.Time
 }
 
 // queueHold is what a hold of a fair mutex looks after besides the mutex:
@@ -208,6 +210,21 @@ func (c *Client) newHandle(namespace, name string, opts []Option) (*Mutex, error
 	}
 	m.log = c.log.WithValues("namespace", namespace, "mutex", name, "holder", m.holder)
 	return m, nil
+}
+
+// endMetrics reports the end of hold h.
+func (m *Mutex) endMetrics(h *hold, end HoldEnd) {
+	m.c.metrics.Holding(m.namespace, m.queueName(), -1)
+	m.c.metrics.HoldEnded(m.namespace, m.queueName(), end, m.c.clock.Since(h.start))
+}
+
+// lossReasonOf is the clause of a *LostError, else the error's text.
+func lossReasonOf(err error) string {
+	var le *LostError
+	if errors.As(err, &le) {
+		return le.Reason
+	}
+	return err.Error()
 }
 
 // settings is a fresh handle with m's settings and none of its state: the
@@ -335,9 +352,17 @@ func (m *Mutex) Lock(ctx context.Context) error { return m.acquire(ctx, true) }
 // that a brief outage does not pass for a busy mutex or an error.
 func (m *Mutex) TryLock(ctx context.Context) error { return m.acquire(ctx, false) }
 
-func (m *Mutex) acquire(ctx context.Context, wait bool) error {
+func (m *Mutex) acquire(ctx context.Context, wait bool) (err error) {
 	m.op.Lock()
 	defer m.op.Unlock()
+	if m.slotOf == "" { // a semaphore reports its own calls, not its slots'
+		start := m.c.clock.Now()
+		if wait {
+			m.c.metrics.Waiting(m.namespace, m.name, 1)
+			defer m.c.metrics.Waiting(m.namespace, m.name, -1)
+		}
+		defer func() { m.c.metrics.Acquire(m.namespace, m.name, acquireResult(err), m.c.clock.Since(start)) }()
+	}
 
 	m.mu.Lock()
 	cur, hint := m.cur, m.last
@@ -400,8 +425,15 @@ func (m *Mutex) startHold(ctx context.Context, r *record, at attempt) bool {
 	if m.cur != nil {
 		m.prev = m.cur
 	}
+	h.start = m.c.clock.Now()
 	m.cur, m.last, m.tookOver = h, r, prev
 	m.mu.Unlock()
+	m.c.metrics.Holding(m.namespace, m.queueName(), 1)
+	if prev != "" {
+		m.c.event(r.lease, false, EventTakenOver, "TakeOver", "%q took it over from %q, whose TTL had run out (token %d)", m.holder, prev, token)
+	} else {
+		m.c.event(r.lease, false, EventAcquired, "Acquire", "%q acquired it (token %d)", m.holder, token)
+	}
 	if h.queue != nil && !m.renew {
 		// Nobody stays behind to clean up (the CLI's lock exits at once):
 		// an entry left behind would be handed the mutex again.
@@ -428,6 +460,13 @@ func (m *Mutex) lose(h *hold, err error) {
 	h.err = err
 	close(h.done)
 	m.log.Info("lost mutex", "token", h.token, "reason", err.Error())
+	end := EndInvalid
+	var le *LostError
+	if errors.As(err, &le) {
+		end = le.End
+	}
+	m.endMetrics(h, end)
+	m.c.event(h.rec.lease, true, EventLost, "Lose", "%q lost it (token %d): %s", m.holder, h.token, lossReasonOf(err))
 }
 
 // end closes hold h and forgets it; last is the newest record read or
@@ -439,6 +478,8 @@ func (m *Mutex) end(h *hold, last *record) {
 	case <-h.done:
 	default:
 		close(h.done)
+		m.endMetrics(h, EndReleased)
+		m.c.event(h.rec.lease, false, EventReleased, "Release", "%q released it (token %d)", m.holder, h.token)
 	}
 	if m.cur == h {
 		m.cur = nil

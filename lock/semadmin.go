@@ -448,6 +448,7 @@ func (c *Client) ForceReleaseSemaphore(ctx context.Context, namespace, name, hol
 		switch {
 		case err == nil:
 			c.log.V(1).Info("force-released semaphore slot", "namespace", namespace, "name", name, "slot", victim.slot, "evicted", holder)
+			c.event(victim.lease, true, EventForceUnlocked, "ForceRelease", "force-released; %q was evicted (token %d)", holder, victim.token)
 			return before, nil
 		case apierrors.IsConflict(err):
 			continue

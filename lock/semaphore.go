@@ -175,9 +175,15 @@ func (s *Semaphore) Acquire(ctx context.Context) error { return s.acquire(ctx, t
 // otherwise returns an error matching ErrLocked (a *SemaphoreFullError).
 func (s *Semaphore) TryAcquire(ctx context.Context) error { return s.acquire(ctx, false) }
 
-func (s *Semaphore) acquire(ctx context.Context, wait bool) error {
+func (s *Semaphore) acquire(ctx context.Context, wait bool) (err error) {
 	s.op.Lock()
 	defer s.op.Unlock()
+	start := s.c.clock.Now()
+	if wait {
+		s.c.metrics.Waiting(s.namespace, s.name, 1)
+		defer s.c.metrics.Waiting(s.namespace, s.name, -1)
+	}
+	defer func() { s.c.metrics.Acquire(s.namespace, s.name, acquireResult(err), s.c.clock.Since(start)) }()
 	s.mu.Lock()
 	if s.cur != nil && s.cur.Err() == nil {
 		s.mu.Unlock()

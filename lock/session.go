@@ -312,6 +312,7 @@ func (s *ownSession) remove() {
 // ended first: their entries would be passed over.
 func (c *Client) Close(ctx context.Context) error {
 	c.background.Wait()
+	defer c.events.close()
 	c.sessions.mu.Lock()
 	all := c.sessions.by
 	c.sessions.by = nil

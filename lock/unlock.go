@@ -124,7 +124,14 @@ func (m *Mutex) notHeld(h *hold, r *record) error {
 	}
 	var err error = e
 	if h != nil {
-		m.lose(h, m.lost(e, "this holder no longer holds it: %s", e.why()))
+		end := EndTakenOver
+		switch {
+		case !e.Exists:
+			end = EndDeleted
+		case e.Current == "":
+			end = EndForceUnlocked
+		}
+		m.lose(h, m.lost(end, e, "this holder no longer holds it: %s", e.why()))
 		m.end(h, r)
 		err = errors.Join(err, h.err)
 	} else {
