@@ -38,7 +38,7 @@ type Client struct {
 	waiterTTL    time.Duration
 	sessions     sessions
 	// deletable holds the namespaces where mayDelete found delete allowed.
-	deletable sync.Map
+	deletable  sync.Map
 	metrics    Metrics
 	events     *eventSink
 	wantEvents bool
