@@ -3,12 +3,19 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -247,4 +254,62 @@ func events(t *testing.T, ns, name string) [][2]string {
 		out = append(out, [2]string{e.Reason, e.Note})
 	}
 	return out
+}
+
+// TestExampleMetrics runs examples/metrics as a user would, scrapes its
+// /metrics after a round of work, and stops it with SIGTERM.
+func TestExampleMetrics(t *testing.T) {
+	t.Parallel()
+	ns := env.Namespace(t)
+	bin := filepath.Join(buildExamples(t, "metrics"), "metrics")
+	cmd := exec.CommandContext(t.Context(), bin, "--kubeconfig", env.AdminKubeconfig(), "-n", ns, "--name", "work", "--listen", "127.0.0.1:0")
+	cmd.Env = cliEnviron(t, nil)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	sc := bufio.NewScanner(out)
+	var url string
+	for sc.Scan() {
+		line := sc.Text()
+		if u, ok := strings.CutPrefix(line, "serving metrics on "); ok {
+			url = u
+		}
+		if strings.HasPrefix(line, "round 2 done") {
+			break
+		}
+	}
+	if url == "" {
+		t.Fatalf("the program never said where it serves its metrics")
+	}
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		`konlease_acquisitions_total{name="work",namespace="` + ns + `",result="acquired"}`,
+		`konlease_holds_ended_total{end="released",name="work",namespace="` + ns + `"}`,
+		`konlease_hold_duration_seconds_count{name="work",namespace="` + ns + `"}`,
+		"go_goroutines",
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("after SIGTERM: %v, want exit 0", err)
+	}
 }
