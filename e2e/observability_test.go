@@ -313,3 +313,21 @@ func TestExampleMetrics(t *testing.T) {
 		t.Errorf("after SIGTERM: %v, want exit 0", err)
 	}
 }
+
+// TestCLIEvents: koncli records Events by default, and none with
+// --events=false.
+func TestCLIEvents(t *testing.T) {
+	t.Parallel()
+	ns := env.Namespace(t)
+	c := newCLI(t, adminKubeconfigIn(t, ns))
+	expectCLI(t, c.run("mutex", "run", "m", "--holder", "job-1", "--", "true"), 0, "", "")
+	expectCLI(t, c.run("--events=false", "mutex", "run", "quiet", "--holder", "job-2", "--", "true"), 0, "", "")
+	if err := wait.PollUntilContextTimeout(t.Context(), 100*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+		return slices.Equal(eventReasons(t, ns, "m"), []string{lock.EventAcquired, lock.EventReleased}), nil
+	}); err != nil {
+		t.Errorf("events of koncli mutex run: %v, want Acquired and Released", eventReasons(t, ns, "m"))
+	}
+	if r := eventReasons(t, ns, "quiet"); len(r) != 0 {
+		t.Errorf("--events=false recorded %v", r)
+	}
+}

@@ -30,6 +30,8 @@ type Factory struct {
 	ConfigFlags *genericclioptions.ConfigFlags
 	// Verbosity is -v: 0 messages, 1 decisions, 2 requests.
 	Verbosity int
+	// Events is --events: record Kubernetes Events on the Leases locked.
+	Events bool
 	// UserAgent is sent with every request.
 	UserAgent string
 	// NewClient, if set, replaces the lock client built from ConfigFlags
@@ -55,6 +57,8 @@ func (f *Factory) AddFlags(fs *pflag.FlagSet) {
 	f.ConfigFlags.AddFlags(fs)
 	fs.IntVarP(&f.Verbosity, "v", "v", 0,
 		"verbosity of the messages on stderr: 1 adds the locking decisions, 2 every API request")
+	fs.BoolVar(&f.Events, "events", true,
+		"record Kubernetes Events (acquired, released, taken over, lost) on the mutex's Lease; an identity that may not create events.events.k8s.io records none, silently")
 }
 
 // Logger returns the logger for messages on stderr, built on first use
@@ -128,7 +132,11 @@ func (f *Factory) Client() (*lock.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := lock.NewForConfig(cfg, lock.WithLogger(LibraryLogger(log)))
+	opts := []lock.ClientOption{lock.WithLogger(LibraryLogger(log))}
+	if f.Events {
+		opts = append(opts, lock.WithEvents())
+	}
+	c, err := lock.NewForConfig(cfg, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("building the API client for %s: %w", cfg.Host, err)
 	}
