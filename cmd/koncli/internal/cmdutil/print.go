@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/printers"
 	"k8s.io/kubectl/pkg/cmd/get"
@@ -150,20 +152,30 @@ func (pr *Printer) IsTable() bool { return pr.format == FormatTable || pr.format
 // formats print that mutex, not a List of one. now is this machine's
 // clock, for the table's relative times.
 func (pr *Printer) Print(w io.Writer, items []lock.Status, single bool, now time.Time) error {
+	refs := make([][2]string, len(items))
+	for i, s := range items {
+		refs[i] = [2]string{s.Namespace, s.Name}
+	}
+	return pr.print(w, refs, func() *metav1.Table { return mutexTable(items, now) }, func() (runtime.Object, error) { return viewObject(items, single) })
+}
+
+// print writes objects named refs (namespace, name) as the format says:
+// the table that table makes, their names, or the object that obj makes.
+func (pr *Printer) print(w io.Writer, refs [][2]string, table func() *metav1.Table, obj func() (runtime.Object, error)) error {
 	switch {
 	case pr.IsTable():
 		tp := printers.NewTablePrinter(printers.PrintOptions{
 			NoHeaders: pr.noHeaders, Wide: pr.format == FormatWide, WithNamespace: pr.withNamespace,
 		})
-		return tp.PrintObj(mutexTable(items, now), w)
+		return tp.PrintObj(table(), w)
 	case pr.format == FormatName:
 		// Names as koncli's commands take them (not kubectl's
 		// TYPE/NAME): 'koncli mutex list -o name | xargs koncli mutex
 		// delete' works. Across namespaces, NAMESPACE/NAME.
-		for _, s := range items {
-			name := s.Name
+		for _, r := range refs {
+			name := r[1]
 			if pr.withNamespace {
-				name = Ref(s.Namespace, s.Name)
+				name = Ref(r[0], r[1])
 			}
 			if _, err := fmt.Fprintln(w, name); err != nil {
 				return err
@@ -171,9 +183,9 @@ func (pr *Printer) Print(w io.Writer, items []lock.Status, single bool, now time
 		}
 		return nil
 	}
-	obj, err := viewObject(items, single)
+	o, err := obj()
 	if err != nil {
 		return err
 	}
-	return pr.object.PrintObj(obj, w)
+	return pr.object.PrintObj(o, w)
 }
