@@ -169,8 +169,14 @@ type queueHold struct {
 }
 
 // NewMutex returns a handle on the mutex namespace/name. It validates the
-// arguments and sends nothing.
+// arguments and sends nothing. The namespace "" is the client's default
+// namespace (see New and WithDefaultNamespace); a client without one
+// refuses it with ErrInvalid.
 func (c *Client) NewMutex(namespace, name string, opts ...Option) (*Mutex, error) {
+	namespace, err := c.mutexNamespace(namespace)
+	if err != nil {
+		return nil, err
+	}
 	if err := validateRef(namespace, name); err != nil {
 		return nil, err
 	}
