@@ -93,7 +93,7 @@ func TestPluginCompletion(t *testing.T) {
 		args []string
 		want []string // lines, before the directive
 	}{
-		{[]string{""}, []string{"create\t", "delete\t", "get\t", "help\t", "list\t", "lock\t", "run\t", "unlock\t", "version\t"}},
+		{[]string{""}, []string{"create\t", "delete\t", "get\t", "help\t", "list\t", "lock\t", "run\t", "unlock\t", "version\t", "wait\t"}},
 		{[]string{"li"}, []string{"list\tList mutexes"}},
 		{[]string{"list", "-o", "js"}, []string{"json", "jsonpath", "jsonpath-as-json", "jsonpath-file"}},
 	} {

@@ -30,7 +30,8 @@ const (
 	ExitUsage = 2
 	// ExitNotAcquired: the mutex is held by someone else and the wait
 	// allowed by --timeout ended (or was a single attempt). lock and run
-	// take another code with --conflict-exit-code.
+	// take another code with --conflict-exit-code (--if-busy=skip: 0).
+	// wait: the condition did not hold within --timeout.
 	ExitNotAcquired = 3
 	// ExitLost: the lock was lost while run's command ran.
 	ExitLost = 4
@@ -60,7 +61,8 @@ const exitStatusHelp = `Exit status:
          server
   3      not acquired: the mutex is held by another holder and --timeout
          ran out (or was 0); lock, run: --conflict-exit-code picks
-         another code
+         another code, --if-busy=skip makes it 0; wait: the condition did
+         not hold within --timeout
   4      run: the lock was lost while CMD ran; CMD was stopped
   5      not acquired: this holder identity holds the mutex already
          (locking again would deadlock); nothing changed
@@ -79,6 +81,7 @@ func ExitCode(err error) int {
 		execErr  *cmdutil.ExecError
 		sig      *cmdutil.SignalError
 		runtime  *cmdutil.RuntimeError
+		timeout  *cmdutil.TimeoutError
 	)
 	switch {
 	case err == nil:
@@ -102,6 +105,8 @@ func ExitCode(err error) int {
 		return ExitError
 	case cmdutil.IsUsage(err):
 		return ExitUsage
+	case errors.As(err, &timeout):
+		return ExitNotAcquired
 	case errors.As(err, &runtime):
 		return ExitError
 	case errors.Is(err, lock.ErrLost):

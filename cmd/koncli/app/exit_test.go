@@ -48,6 +48,8 @@ func TestExitCode(t *testing.T) {
 		{"cannot execute", &cmdutil.ExecError{Path: "x", Err: errors.New("nope")}, ExitCannotExecute},
 		{"SIGINT while waiting", &cmdutil.SignalError{Signal: syscall.SIGINT, Err: locked}, 130},
 		{"SIGTERM while waiting", &cmdutil.SignalError{Signal: syscall.SIGTERM}, 143},
+		{"wait timed out", &cmdutil.TimeoutError{Err: errors.New("not unlocked within 1s")}, ExitNotAcquired},
+		{"wait timed out on a locked mutex", &cmdutil.TimeoutError{Err: locked}, ExitNotAcquired},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := ExitCode(tc.err); got != tc.want {

@@ -13,6 +13,7 @@ import (
 	"github.com/konlease/konlease/cmd/koncli/internal/cmd/mutex/lock"
 	"github.com/konlease/konlease/cmd/koncli/internal/cmd/mutex/run"
 	"github.com/konlease/konlease/cmd/koncli/internal/cmd/mutex/unlock"
+	"github.com/konlease/konlease/cmd/koncli/internal/cmd/mutex/wait"
 	"github.com/konlease/konlease/cmd/koncli/internal/cmdutil"
 )
 
@@ -64,5 +65,6 @@ func AddCommands(parent *cobra.Command, streams genericiooptions.IOStreams, f *c
 		list.NewCommand(streams, f),
 		get.NewCommand(streams, f),
 		delete.NewCommand(streams, f),
+		wait.NewCommand(streams, f),
 	)
 }

@@ -2,6 +2,7 @@
 package get
 
 import (
+	"context"
 	"errors"
 	"time"
 
@@ -14,13 +15,14 @@ import (
 
 type flagpole struct {
 	print *cmdutil.PrintFlags
+	watch bool
 }
 
 // NewCommand returns the get command.
 func NewCommand(streams genericiooptions.IOStreams, f *cmdutil.Factory) *cobra.Command {
 	flags := &flagpole{print: cmdutil.NewPrintFlags(cmdutil.FormatYAML)}
 	cmd := &cobra.Command{
-		Use:   "get NAME... [-o FORMAT]",
+		Use:   "get NAME... [-o FORMAT] [-w]",
 		Short: "Show the status of mutexes",
 		Long: `Print the mutex NAME (or each NAME), by default as YAML:
 
@@ -50,12 +52,16 @@ printed. -o json, kyaml, jsonpath=TEMPLATE, go-template=TEMPLATE and
 custom-columns=SPEC work as in kubectl; -o wide prints the table of
 'koncli mutex list -o wide'; -o name prints the names.
 
+-w watches one NAME. ` + cmdutil.WatchHelp + `
+
 Exit status:
   0  printed
   1  error: a mutex does not exist, the Lease is not a mutex, RBAC
      refused, the API server could not be reached, a template failed, ...
      (the others were printed)
-  2  usage error: invalid NAME, -o or template; nothing was sent`,
+  2  usage error: invalid NAME, -o or template, -w with several NAMEs;
+     nothing was sent
+  130  -w: interrupted by SIGINT (143: SIGTERM, 129: SIGHUP)`,
 		Example: `  # Who holds it, and until when
   koncli mutex get critical-section
 
@@ -63,7 +69,13 @@ Exit status:
   koncli mutex get critical-section -o jsonpath='{.status.holder}'
 
   # Several, as a table
-  koncli mutex get db-migration daily-job -o wide`,
+  koncli mutex get db-migration daily-job -o wide
+
+  # A line on every change, until Ctrl-C
+  koncli mutex get critical-section -w
+
+  # The same as JSON, one object per line, for a program
+  koncli mutex get critical-section -w -o json | jq -c '[.status.phase, .status.holder]'`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
 				return cmdutil.Usagef("%q needs NAME", cmd.CommandPath())
@@ -76,6 +88,7 @@ Exit status:
 		},
 	}
 	flags.print.AddFlags(cmd)
+	cmd.Flags().BoolVarP(&flags.watch, "watch", "w", false, "after printing the mutex, print it again on every change, until interrupted")
 	return cmd
 }
 
@@ -84,6 +97,9 @@ func runE(cmd *cobra.Command, streams genericiooptions.IOStreams, f *cmdutil.Fac
 		if err := cmdutil.ValidateName(name); err != nil {
 			return err
 		}
+	}
+	if flags.watch {
+		return watch(cmd, streams, f, flags, names)
 	}
 	printer, err := flags.print.ToPrinter(false)
 	if err != nil {
@@ -114,4 +130,24 @@ func runE(cmd *cobra.Command, streams genericiooptions.IOStreams, f *cmdutil.Fac
 		return &cmdutil.RuntimeError{Err: errors.Join(errs...)}
 	}
 	return nil
+}
+
+// watch is get -w: one NAME, printed on every change.
+func watch(cmd *cobra.Command, streams genericiooptions.IOStreams, f *cmdutil.Factory, flags *flagpole, names []string) error {
+	if len(names) > 1 {
+		return cmdutil.Usagef("-w watches one NAME, not %d; 'koncli mutex list -w' watches them all", len(names))
+	}
+	printer, err := flags.print.ToWatchPrinter(false)
+	if err != nil {
+		return err
+	}
+	ns, c, err := f.Target()
+	if err != nil {
+		return err
+	}
+	ctx, stop := cmdutil.SignalContext(cmd.Context())
+	defer stop()
+	return cmdutil.Watch(ctx, cmdutil.NewWatchPrinter(printer, streams.Out), func(ctx context.Context, fn func(lock.WatchEvent) error) error {
+		return c.Watch(ctx, ns, names[0], fn)
+	})
 }

@@ -2,6 +2,7 @@
 package list
 
 import (
+	"context"
 	"fmt"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 )
 
 type flagpole struct {
+	watch         bool
 	allNamespaces bool
 	selector      string
 	print         *cmdutil.PrintFlags
@@ -23,7 +25,7 @@ type flagpole struct {
 func NewCommand(streams genericiooptions.IOStreams, f *cmdutil.Factory) *cobra.Command {
 	flags := &flagpole{print: cmdutil.NewPrintFlags(cmdutil.FormatTable)}
 	cmd := &cobra.Command{
-		Use:     "list [-A] [-l SELECTOR] [-o FORMAT]",
+		Use:     "list [-A] [-l SELECTOR] [-o FORMAT] [-w]",
 		Aliases: []string{"ls"},
 		Short:   "List mutexes",
 		Long: `List the mutexes in the namespace (-A: in all namespaces), sorted by
@@ -57,12 +59,16 @@ with -A), as koncli's commands take it.
 
 An empty table is a message on stderr ("No mutexes found ..."), not data.
 
+` + cmdutil.WatchHelp + ` Mutexes created after the start print
+too.
+
 Exit status:
   0  listed (also when there are no mutexes)
   1  error: RBAC refused (-A needs a ClusterRole), the API server could
      not be reached, a template failed, ...
   2  usage error: invalid -o, template, selector or namespace; nothing
-     was sent`,
+     was sent
+  130  -w: interrupted by SIGINT (143: SIGTERM, 129: SIGHUP)`,
 		Example: `  # The mutexes in the current namespace
   koncli mutex list
 
@@ -79,7 +85,10 @@ Exit status:
   koncli mutex list -o jsonpath='{range .items[?(@.status.phase=="Locked")]}{.status.holder}{"\n"}{end}'
 
   # Delete every mutex of a namespace
-  koncli mutex list -o name | xargs koncli mutex delete`,
+  koncli mutex list -o name | xargs koncli mutex delete
+
+  # Follow every mutex of every namespace: a line on every change
+  koncli mutex list -A -w`,
 		Args: cmdutil.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runE(cmd, streams, f, flags)
@@ -87,12 +96,17 @@ Exit status:
 	}
 	cmd.Flags().BoolVarP(&flags.allNamespaces, "all-namespaces", "A", false, "list the mutexes in all namespaces")
 	cmd.Flags().StringVarP(&flags.selector, "selector", "l", "", `label selector, as kubectl's: "key=value", "key!=value", "key in (a,b)", "!key"`)
+	cmd.Flags().BoolVarP(&flags.watch, "watch", "w", false, "after listing, print a mutex again on every change, until interrupted")
 	flags.print.AddFlags(cmd)
 	return cmd
 }
 
 func runE(cmd *cobra.Command, streams genericiooptions.IOStreams, f *cmdutil.Factory, flags *flagpole) error {
-	printer, err := flags.print.ToPrinter(flags.allNamespaces)
+	toPrinter := flags.print.ToPrinter
+	if flags.watch {
+		toPrinter = flags.print.ToWatchPrinter
+	}
+	printer, err := toPrinter(flags.allNamespaces)
 	if err != nil {
 		return err
 	}
@@ -113,6 +127,13 @@ func runE(cmd *cobra.Command, streams genericiooptions.IOStreams, f *cmdutil.Fac
 	c, err := f.Client()
 	if err != nil {
 		return err
+	}
+	if flags.watch {
+		ctx, stop := cmdutil.SignalContext(cmd.Context())
+		defer stop()
+		return cmdutil.Watch(ctx, cmdutil.NewWatchPrinter(printer, streams.Out), func(ctx context.Context, fn func(lock.WatchEvent) error) error {
+			return c.WatchList(ctx, ns, fn, opts...)
+		})
 	}
 	items, err := c.List(cmd.Context(), ns, opts...)
 	if err != nil {
