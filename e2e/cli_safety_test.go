@@ -263,8 +263,16 @@ func TestCLINotAcquiredCodes(t *testing.T) {
 		{[]string{"--holder", "w1", "--timeout", "0", "-E", "75"}, 5, "holds it already"},
 		{[]string{"--holder", "w2", "--timeout", "0"}, 3, `locked by "w1"`},
 		{[]string{"--holder", "w2", "--timeout", "0", "--conflict-exit-code", "75"}, 75, `locked by "w1"`},
-		{[]string{"--holder", "w2", "--timeout", "0", "-E", "0"}, 0, `locked by "w1"`},
+		{[]string{"--holder", "w2", "--timeout", "0", "-E", "0"}, 0, `skipped: not acquired in a single attempt (--timeout 0): mutex NS/m is locked by "w1"`},
 		{[]string{"--holder", "w2", "--timeout", "0", "-E", "256"}, 2, "0 to 255"},
+		// --if-busy=skip is the readable -E 0; it skips a busy mutex only.
+		{[]string{"--holder", "w2", "--timeout", "0", "--if-busy=skip"}, 0, `skipped: not acquired in a single attempt (--timeout 0): mutex NS/m is locked by "w1"`},
+		{[]string{"--holder", "w2", "--timeout", "300ms", "--if-busy", "skip", "-E", "0"}, 0, `skipped: not acquired within 300ms`},
+		{[]string{"--holder", "w1", "--timeout", "0", "--if-busy=skip"}, 5, "holds it already"},
+		{[]string{"--holder", "w2", "--timeout", "0", "--if-busy=fail"}, 3, `locked by "w1"`},
+		{[]string{"--holder", "w2", "--timeout", "0", "--if-busy=fail", "-E", "75"}, 75, `locked by "w1"`},
+		{[]string{"--holder", "w2", "--timeout", "0", "--if-busy=skip", "-E", "75"}, 2, "--if-busy=skip exits 0 when another holder holds the mutex, and -E 75 exits 75"},
+		{[]string{"--holder", "w2", "--timeout", "0", "--if-busy=wait"}, 2, `invalid --if-busy "wait": want "fail" or "skip"`},
 	} {
 		for _, verb := range []string{"lock", "run"} {
 			args := append([]string{"mutex", verb, "m"}, tc.args...)
@@ -273,7 +281,7 @@ func TestCLINotAcquiredCodes(t *testing.T) {
 			}
 			t.Run(cliTestName(args), func(t *testing.T) {
 				r := c.run(args...)
-				expectCLI(t, r, tc.code, "", tc.stderr)
+				expectCLI(t, r, tc.code, "", strings.ReplaceAll(tc.stderr, "NS/", ns+"/"))
 				if r.stdout != "" {
 					t.Errorf("not acquired, but stdout is %q", r.stdout)
 				}

@@ -365,9 +365,8 @@ func exampleRBACCommands(t *testing.T, kubeconfig, ns string) {
 				t.Fatalf("manifests.CronJobSkips does not say what %s does when the mutex is held", c.object)
 			}
 			r.wantExit(t, skip.ExitCode)
-			if skip.Stdout != "" {
-				r.wantStdout(t, skip.Stdout)
-			}
+			r.wantStdout(t, skip.Stdout)
+			r.wantStderr(t, skip.Stderr, `locked by "other-run"`)
 			if strings.Contains(r.stdout, "ran ") {
 				t.Errorf("%s ran the job while another run held the mutex:\n%s", r.name, r.stdout)
 			}

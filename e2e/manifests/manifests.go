@@ -30,21 +30,22 @@ import (
 
 // SkipOutcome is what a run of an example CronJob does when another run
 // holds its mutex, as examples/cronjob/cronjob.yaml says: the koncli mutex
-// run form makes one attempt (--timeout 0) and exits 3, so its Job fails
-// (backoffLimit: 0); the script form prints that it skips and exits 0.
-// Each form has a mutex of its own (their TTLs differ).
+// run form makes one attempt (--timeout 0) and, with --if-busy=skip, exits
+// 0 saying on stderr that it skipped, so its Job completes; the script form
+// prints that it skips and exits 0. Each form has a mutex of its own (their
+// TTLs differ).
 type SkipOutcome struct {
 	// Mutex is the mutex the CronJob's runs lock.
 	Mutex    string
 	ExitCode int
-	// Stdout is printed by the run that skips, if anything is.
-	Stdout string
+	// Stdout and Stderr are printed by the run that skips, if anything is.
+	Stdout, Stderr string
 }
 
 // CronJobSkips maps each example CronJob to its SkipOutcome. When the
 // examples change what a skipped run does, this is the one place to change.
 var CronJobSkips = map[string]SkipOutcome{
-	"daily-job":             {Mutex: "daily-job", ExitCode: 3},
+	"daily-job":             {Mutex: "daily-job", ExitCode: 0, Stderr: `skipped: not acquired in a single attempt (--timeout 0): mutex `},
 	"daily-job-lock-unlock": {Mutex: "daily-job-script", ExitCode: 0, Stdout: "Job already running, skipping"},
 }
 

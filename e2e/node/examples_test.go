@@ -169,8 +169,8 @@ func cronJobManualRuns(t *testing.T, name string, skip manifests.SkipOutcome) {
 		t.Errorf("skipped run %s: exit code %d (terminated %v), want %d", skipPods[0].Name, code, ok, skip.ExitCode)
 	}
 	out := logs(t, ns, skipPods[0].Name)
-	if !strings.Contains(out, skip.Stdout) || strings.Contains(out, " entered ") {
-		t.Errorf("skipped run %s: output %q, want %q and no critical section", skipPods[0].Name, out, skip.Stdout)
+	if !strings.Contains(out, skip.Stdout) || !strings.Contains(out, skip.Stderr) || strings.Contains(out, " entered ") {
+		t.Errorf("skipped run %s: output %q, want %q, %q and no critical section", skipPods[0].Name, out, skip.Stdout, skip.Stderr)
 	}
 	// Held by the running pod, under its own name (the script passes
 	// $HOSTNAME; koncli mutex run's default starts with it).

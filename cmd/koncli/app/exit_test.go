@@ -37,7 +37,7 @@ func TestExitCode(t *testing.T) {
 		{"locked, wrapped", &cmdutil.MessageError{Msg: "not acquired", Err: locked}, ExitNotAcquired},
 		{"already held", fmt.Errorf("x: %w", lock.ErrAlreadyHeld), ExitAlreadyHeld},
 		{"conflict exit code", &cmdutil.ExitCodeError{Code: 75, Err: locked}, 75},
-		{"conflict exit code 0", cmdutil.ConflictExit(locked, 0), 0},
+		{"conflict exit code 0", cmdutil.Busy(locked, 0), 0},
 		{"locked but a refusal", &cmdutil.RuntimeError{Err: locked}, ExitError},
 		{"lost", &cmdutil.MessageError{Msg: "lost", Err: fmt.Errorf("x: %w", lock.ErrLost)}, ExitLost},
 		{"child status 42", &cmdutil.ChildExitError{Code: 42}, 42},

@@ -113,17 +113,6 @@ func RetryNotify(log logr.Logger, namespace, name string) lock.Option {
 // is held by someone else, unless --conflict-exit-code says otherwise.
 const DefaultConflictExitCode = 3
 
-// ConflictExit gives a "not acquired: held by someone else" error the exit
-// status code (--conflict-exit-code); every other error is returned as it
-// is.
-func ConflictExit(err error, code int) error {
-	var se *SignalError
-	if err == nil || !errors.Is(err, lock.ErrLocked) || errors.As(err, &se) {
-		return err
-	}
-	return &ExitCodeError{Code: code, Err: err}
-}
-
 // ParseConflictExitCode checks --conflict-exit-code: an exit status, 0 to
 // 255.
 func ParseConflictExitCode(code int) error {

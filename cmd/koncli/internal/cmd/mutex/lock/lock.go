@@ -15,17 +15,17 @@ import (
 )
 
 type flagpole struct {
-	holder       string
-	timeout      string
-	ttl          string
-	conflictCode int
+	holder  string
+	timeout string
+	ttl     string
+	busy    cmdutil.BusyFlags
 }
 
 // NewCommand returns the lock command.
 func NewCommand(streams genericiooptions.IOStreams, f *cmdutil.Factory) *cobra.Command {
 	flags := &flagpole{}
 	cmd := &cobra.Command{
-		Use:   "lock NAME [--holder H] [--timeout D] [--ttl D] [--conflict-exit-code N]",
+		Use:   "lock NAME [--holder H] [--timeout D] [--ttl D] [--if-busy fail|skip] [-E N]",
 		Short: "Acquire a mutex and exit, leaving it locked",
 		Long: `Acquire the mutex NAME for the holder identity --holder (default: the host
 name, which in a pod is the pod's name) and exit, leaving it locked until
@@ -54,6 +54,15 @@ takes the mutex with whatever TTL it has (a missing one is created
 without TTL). The TTL of an unlocked mutex is changed with
 'koncli mutex create NAME --ttl D --update'.
 
+--if-busy=skip (the readable form of -E 0) makes a mutex held by someone
+else a success: lock exits 0 with nothing on stdout, saying "skipped: ..."
+on stderr. Since 0 then means "locked" or "skipped", a script must tell
+them apart by stdout, which is empty when nothing was locked:
+
+  vars=$(koncli mutex lock daily-job --timeout 0 --if-busy=skip) || exit
+  [ -n "$vars" ] || exit 0   # skipped: another run holds it
+  eval "$vars"
+
 A holder identity that already holds the mutex gets exit status 5 at once:
 locking again would deadlock. Give concurrent lockers different identities.
 
@@ -81,13 +90,15 @@ under 'set -e'. Write instead:
   eval "$vars"
 
 Exit status:
-  0    acquired
+  0    acquired; or, with --if-busy=skip (-E 0), skipped: another holder
+       holds it, and stdout is empty
   1    error: the Lease is not a mutex, RBAC refused, the API server could
        not be reached, ...
-  2    usage error: invalid NAME, --holder, --timeout, --ttl or
-       --conflict-exit-code; nothing was sent
+  2    usage error: invalid NAME, --holder, --timeout, --ttl, --if-busy
+       or --conflict-exit-code, or --if-busy=skip with -E N; nothing was
+       sent
   3    not acquired: another holder holds it and --timeout ran out (or was
-       0); --conflict-exit-code N makes this N
+       0); -E N makes this N, --if-busy=skip 0
   5    not acquired: this holder identity holds it already
   129  interrupted by SIGHUP while waiting; nothing was locked
   130  interrupted by SIGINT while waiting; nothing was locked
@@ -122,7 +133,7 @@ Exit status:
 	cmd.Flags().StringVar(&flags.holder, "holder", "", "holder identity (default: the host name; in a pod, the pod name)")
 	cmd.Flags().StringVar(&flags.timeout, "timeout", "", `how long to wait, a Go duration ("30s"); 0: one attempt; default: wait until acquired`)
 	cmd.Flags().StringVar(&flags.ttl, "ttl", "", `the TTL the mutex must have, from 1s to 8760h: a missing mutex is created with it, one with another TTL is refused; default: the mutex's own TTL`)
-	cmd.Flags().IntVarP(&flags.conflictCode, "conflict-exit-code", "E", cmdutil.DefaultConflictExitCode, "exit status when another holder holds the mutex (0 to 255)")
+	flags.busy.AddFlags(cmd)
 	return cmd
 }
 
@@ -138,7 +149,8 @@ func runE(cmd *cobra.Command, streams genericiooptions.IOStreams, f *cmdutil.Fac
 	if err != nil {
 		return err
 	}
-	if err := cmdutil.ParseConflictExitCode(flags.conflictCode); err != nil {
+	busyCode, err := flags.busy.ExitCode(cmd)
+	if err != nil {
 		return err
 	}
 	// The process exits right after locking, so nobody is left to renew:
@@ -160,7 +172,7 @@ func runE(cmd *cobra.Command, streams genericiooptions.IOStreams, f *cmdutil.Fac
 	log := f.Logger()
 	m, err := cmdutil.Acquire(ctx, log, c, ns, name, wait, opts...)
 	if err != nil {
-		return cmdutil.ConflictExit(err, flags.conflictCode)
+		return cmdutil.Busy(err, busyCode)
 	}
 	token := m.Token()
 	if token == 0 {

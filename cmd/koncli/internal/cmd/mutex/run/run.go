@@ -38,18 +38,18 @@ const (
 const DefaultGracePeriod = 10 * time.Second
 
 type flagpole struct {
-	holder       string
-	timeout      string
-	ttl          string
-	grace        string
-	conflictCode int
+	holder  string
+	timeout string
+	ttl     string
+	grace   string
+	busy    cmdutil.BusyFlags
 }
 
 // NewCommand returns the run command.
 func NewCommand(streams genericiooptions.IOStreams, f *cmdutil.Factory) *cobra.Command {
 	flags := &flagpole{}
 	cmd := &cobra.Command{
-		Use:   "run NAME [--holder H] [--timeout D] [--ttl D] [--grace-period D] [--conflict-exit-code N] [flags] -- CMD [ARGS...]",
+		Use:   "run NAME [--holder H] [--timeout D] [--ttl D] [--grace-period D] [--if-busy fail|skip] [-E N] [flags] -- CMD [ARGS...]",
 		Short: "Run a command while holding a mutex",
 		Long: `Acquire the mutex NAME, run CMD with its arguments while holding it, and
 unlock it when CMD exits, however it exits. This is the safe way to run a
@@ -102,13 +102,25 @@ the mutex, or renewals failed until the TTL would run out), CMD gets
 SIGTERM, then SIGKILL after --grace-period, and koncli exits with status 4:
 CMD's work may have overlapped another holder's.
 
+Skipping: --if-busy=skip makes a mutex held by someone else (once
+--timeout has run out; at once with --timeout 0) a success: CMD is not run,
+koncli says "skipped: ..." on stderr, naming the holder, and exits 0. A
+CronJob's run that finds the previous one still running is then a Job that
+succeeded, not a failed one:
+
+  koncli mutex run daily-job --timeout 0 --if-busy=skip -- run-daily-job
+
+--if-busy=skip is the readable form of -E 0. Only a busy mutex is skipped:
+every other failure (RBAC, an unreachable API server, a mutex with another
+TTL, this holder holding it already) still fails with its own status.
+
 Telling koncli's own outcomes from CMD's: koncli's codes 1 to 5 can also be
 CMD's own. Before CMD runs, koncli's failures come with a line "error: ..."
 on stderr, and CMD has not run; choose a code CMD never uses for "held by
 someone else" with --conflict-exit-code (-E, as flock(1) has it), e.g. -E 75
-(EX_TEMPFAIL), or 0 to treat a busy mutex as nothing to do. Status 4 and an
-unlock failure after CMD come with an "error: ..." line too; CMD's own
-status is passed on without one.
+(EX_TEMPFAIL), or skip with --if-busy=skip (-E 0). Status 4 and an unlock
+failure after CMD come with an "error: ..." line too; CMD's own status is
+passed on without one.
 
 Jobs: run the work under the lock in one container,
 
@@ -119,12 +131,15 @@ sidecar runs in parallel with the main container, so it unlocks while the
 migration still runs, and a crashed pod never unlocks at all.
 
 Exit status:
-  0      CMD exited with status 0 and the mutex was unlocked
+  0      CMD exited with status 0 and the mutex was unlocked; or, with
+         --if-busy=skip (-E 0), another holder holds it and CMD was not
+         run
   1      error before CMD ran (the Lease is not a mutex, RBAC, API server
          unreachable, ...), or CMD succeeded but unlocking failed
-  2      usage error: invalid NAME or flags, no -- CMD; nothing was sent
+  2      usage error: invalid NAME or flags, no -- CMD, --if-busy=skip with
+         -E N; nothing was sent
   3      not acquired: another holder holds it and --timeout ran out (or
-         was 0); CMD was not run (--conflict-exit-code N makes this N)
+         was 0); CMD was not run (-E N makes this N, --if-busy=skip 0)
   4      the lock was lost while CMD ran; CMD was stopped
   5      not acquired: this holder identity holds it already; CMD was not
          run
@@ -137,8 +152,12 @@ Exit status:
 		Example: `  # Run a migration under a mutex, waiting up to 5 minutes for it
   koncli mutex run db-migration --timeout 5m -- ./migrate --to latest
 
-  # Skip instead of waiting when someone else holds it
-  koncli mutex run daily-job --timeout 0 -- run-daily-job
+  # Skip instead of waiting when someone else holds it: exit 0, as a
+  # CronJob's skipped run should
+  koncli mutex run daily-job --timeout 0 --if-busy=skip -- run-daily-job
+
+  # The same, but a skip exits 75 (EX_TEMPFAIL), to tell it from CMD's statuses
+  koncli mutex run daily-job --timeout 0 -E 75 -- run-daily-job
 
   # Pass the fencing token on to the protected resource
   koncli mutex run shared-file -- sh -c 'write-file --fencing-token "$KONLEASE_TOKEN"'
@@ -157,7 +176,7 @@ Exit status:
 	cmd.Flags().StringVar(&flags.holder, "holder", "", "holder identity (default: the host name, koncli's process id and a random suffix)")
 	cmd.Flags().StringVar(&flags.timeout, "timeout", "", `how long to wait for the mutex, a Go duration ("30s"); 0: one attempt; default: wait until acquired`)
 	cmd.Flags().StringVar(&flags.ttl, "ttl", "", `the TTL the mutex must have, from 1s to 8760h: a missing mutex is created with it, one with another TTL is refused; default: the mutex's own TTL`)
-	cmd.Flags().IntVarP(&flags.conflictCode, "conflict-exit-code", "E", cmdutil.DefaultConflictExitCode, "exit status when another holder holds the mutex (0 to 255)")
+	flags.busy.AddFlags(cmd)
 	cmd.Flags().StringVar(&flags.grace, "grace-period", DefaultGracePeriod.String(), "after the lock is lost, how long CMD has between SIGTERM and SIGKILL")
 	return cmd
 }
@@ -200,7 +219,8 @@ func runE(cmd *cobra.Command, streams genericiooptions.IOStreams, f *cmdutil.Fac
 	if err != nil {
 		return err
 	}
-	if err := cmdutil.ParseConflictExitCode(flags.conflictCode); err != nil {
+	busyCode, err := flags.busy.ExitCode(cmd)
+	if err != nil {
 		return err
 	}
 	opts := []lock.Option{lock.WithHolder(holder)}
@@ -243,7 +263,7 @@ func runE(cmd *cobra.Command, streams genericiooptions.IOStreams, f *cmdutil.Fac
 	close(acquired)
 	<-watcherDone
 	if err != nil {
-		return cmdutil.ConflictExit(err, flags.conflictCode)
+		return cmdutil.Busy(err, busyCode)
 	}
 	ref := cmdutil.Ref(ns, name)
 	if st, held := m.Status(); held && st.TookOverFrom != "" {
