@@ -109,6 +109,7 @@ lint: $(BIN)/staticcheck ## gofmt, go vet and staticcheck, with and without the 
 	$(BIN)/staticcheck -tags e2e ./...
 	cd bench && $(GO) vet ./... && $(BIN)/staticcheck ./...
 	cd tools/mkimage && $(GO) vet ./... && $(BIN)/staticcheck ./...
+	cd tools/krew && $(GO) vet ./... && $(BIN)/staticcheck ./...
 
 up: controlplane $(if $(NODE),node) ## start a local control plane in the background (NODE=1: with a node, as root); prints export KUBECONFIG=...
 	@$(GO) run ./e2e/cmd/controlplane up $(if $(NODE),--node)
@@ -227,3 +228,35 @@ chaos: build controlplane ## workers contending under faults for CHAOS_DURATION 
 clean: ## stop a control plane from make up; remove bin/ and .controlplane/
 	$(GO) run ./e2e/cmd/controlplane down
 	rm -rf bin .controlplane
+
+# `make release` builds the koncli release with GoReleaser (.goreleaser.yaml)
+# into bin/dist: static (CGO_ENABLED=0) koncli binaries for linux and darwin
+# on amd64 and arm64, a tar.gz of each, checksums.txt, and the krew manifest
+# of `kubectl mutex` (bin/dist/krew/mutex.yaml). It publishes nothing and
+# needs no network once the modules are in the module cache. koncli version
+# prints $(VERSION), as after make build. GoReleaser is built from the nested
+# module tools/release and krew's validate-krew-manifest from tools/krew
+# (its old client-go must not meet GoReleaser's), so that neither enters the
+# library's go.mod. The release is then checked: krew's validation of the
+# manifest, and tools/krew's tests of the archives it names.
+.PHONY: release
+RELEASE_MOD := tools/release/go.mod tools/release/go.sum
+KREW_MOD := tools/krew/go.mod tools/krew/go.sum
+GORELEASER := $(BIN)/goreleaser
+KREW_VALIDATE := $(BIN)/validate-krew-manifest
+DIST := $(BIN)/dist
+# The snapshot's commit, for its semver version: g, the short hash, and
+# .dirty when tracked files have changes not committed.
+RELEASE_COMMIT = g$(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)$(shell git diff --quiet HEAD 2>/dev/null || echo .dirty)
+
+$(GORELEASER): $(RELEASE_MOD)
+	cd tools/release && $(GO) build -o $@ github.com/goreleaser/goreleaser/v2
+
+$(KREW_VALIDATE): $(KREW_MOD)
+	cd tools/krew && $(GO) build -o $@ sigs.k8s.io/krew/cmd/validate-krew-manifest
+
+release: $(GORELEASER) $(KREW_VALIDATE) ## koncli for linux and darwin (amd64, arm64): archives, checksums, krew manifest into bin/dist; publishes nothing
+	KONCLI_VERSION=$(VERSION) KONCLI_COMMIT=$(RELEASE_COMMIT) $(GORELEASER) release --snapshot --clean
+	$(KREW_VALIDATE) -manifest $(DIST)/krew/mutex.yaml -skip-install
+	cd tools/krew && KONLEASE_RELEASE_DIST=$(DIST) KREW_VALIDATE=$(KREW_VALIDATE) KONCLI_VERSION=$(VERSION) $(GO) test -count=1 ./...
+	@ls -l $(DIST)/*.tar.gz $(DIST)/checksums.txt $(DIST)/krew/mutex.yaml
