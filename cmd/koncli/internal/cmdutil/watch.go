@@ -86,12 +86,8 @@ func (wp *WatchPrinter) Print(ev lock.WatchEvent, now time.Time) error {
 		}
 		_, err = fmt.Fprintf(wp.w, "%s\n", b)
 		return err
-	case wp.pr.format == "yaml" || wp.pr.format == "kyaml":
-		// Documents of one stream, as kubectl get -w -o yaml prints them.
-		if _, err := io.WriteString(wp.w, "---\n"); err != nil {
-			return err
-		}
 	}
+	// The YAML printer separates the documents of one stream itself.
 	return wp.pr.Print(wp.w, []lock.Status{st}, true, now)
 }
 
