@@ -21,9 +21,9 @@ func invalidStatus() lock.Status {
 		Reason: `annotation konlease.io/ttl: invalid TTL "abc": not a Go duration`}
 }
 
-// printed runs the printer that -o format (and --no-headers, --template)
-// chooses for defaultFormat's command on items.
-func printed(t *testing.T, defaultFormat string, args []string, items []lock.Status, withNamespace, single bool) string {
+// parsedPrintFlags are the print flags of defaultFormat's command, parsed
+// from args.
+func parsedPrintFlags(t *testing.T, defaultFormat string, args []string) *PrintFlags {
 	t.Helper()
 	pf := NewPrintFlags(defaultFormat)
 	cmd := &cobra.Command{Use: "test"}
@@ -31,7 +31,14 @@ func printed(t *testing.T, defaultFormat string, args []string, items []lock.Sta
 	if err := cmd.ParseFlags(args); err != nil {
 		t.Fatal(err)
 	}
-	pr, err := pf.ToPrinter(withNamespace)
+	return pf
+}
+
+// printed runs the printer that -o format (and --no-headers, --template)
+// chooses for defaultFormat's command on items.
+func printed(t *testing.T, defaultFormat string, args []string, items []lock.Status, withNamespace, single bool) string {
+	t.Helper()
+	pr, err := parsedPrintFlags(t, defaultFormat, args).ToPrinter(withNamespace)
 	if err != nil {
 		t.Fatalf("%v: %v", args, err)
 	}

@@ -18,13 +18,7 @@ import (
 // -w (FormatTable) would with args.
 func watchPrinted(t *testing.T, defaultFormat string, args []string, events []lock.WatchEvent) string {
 	t.Helper()
-	pf := NewPrintFlags(defaultFormat)
-	cmd := &cobra.Command{Use: "test"}
-	pf.AddFlags(cmd)
-	if err := cmd.ParseFlags(args); err != nil {
-		t.Fatal(err)
-	}
-	pr, err := pf.ToWatchPrinter(false)
+	pr, err := parsedPrintFlags(t, defaultFormat, args).ToWatchPrinter(false)
 	if err != nil {
 		t.Fatalf("%v: %v", args, err)
 	}
