@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -356,4 +357,39 @@ func readRepoFile(t *testing.T, rel string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// TestCLILockSkipForm runs the --if-busy=skip form that lock's --help
+// documents: 0 means locked or skipped, and the script tells them apart by
+// stdout. Against a held mutex it must skip its critical section and exit
+// 0; against a free one, enter it holding the lock.
+func TestCLILockSkipForm(t *testing.T) {
+	t.Parallel()
+	ns := env.Namespace(t)
+	kubeconfig := adminKubeconfigIn(t, ns)
+	c := newCLI(t, kubeconfig)
+	help := strings.Split(c.run("mutex", "lock", "--help").stdout, "\n")
+	i := slices.IndexFunc(help, func(l string) bool { return strings.Contains(l, "--if-busy=skip) || exit") })
+	if i < 0 || i+2 >= len(help) {
+		t.Fatalf("lock --help shows no --if-busy=skip form:\n%s", strings.Join(help, "\n"))
+	}
+	form := strings.TrimSpace(help[i]) + "\n" + strings.TrimSpace(help[i+1]) + "\n" + strings.TrimSpace(help[i+2])
+	script := "set -e\n" + strings.ReplaceAll(form, "daily-job", "m --holder me") + "\necho \"entered with token $KONLEASE_TOKEN\"\n"
+	run := func() (string, int) {
+		cmd := exec.CommandContext(t.Context(), "sh", "-c", script)
+		cmd.Env = cliEnviron(t, []string{"KUBECONFIG=" + kubeconfig, "PATH=" + filepath.Dir(koncliBinary(t)) + ":" + os.Getenv("PATH")})
+		out, _ := cmd.Output()
+		return string(out), cmd.ProcessState.ExitCode()
+	}
+	expectCLI(t, c.run("mutex", "lock", "m", "--holder", "other"), 0, "", "")
+	if out, code := run(); code != 0 || strings.Contains(out, "entered") {
+		t.Errorf("the documented skip form against a held mutex: exit %d, output %q; want 0 without entering", code, out)
+	}
+	expectCLI(t, c.run("mutex", "unlock", "m", "--holder", "other"), 0, "", "")
+	if out, code := run(); code != 0 || out != "entered with token 2\n" {
+		t.Errorf("the documented skip form against a free mutex: exit %d, output %q; want it to enter with token 2", code, out)
+	}
+	if st := mutexStatus(t, ns, "m"); st.Holder != "me" {
+		t.Errorf("after entering: holder %q, want me", st.Holder)
+	}
 }

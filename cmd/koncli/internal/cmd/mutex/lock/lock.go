@@ -54,15 +54,6 @@ takes the mutex with whatever TTL it has (a missing one is created
 without TTL). The TTL of an unlocked mutex is changed with
 'koncli mutex create NAME --ttl D --update'.
 
---if-busy=skip (the readable form of -E 0) makes a mutex held by someone
-else a success: lock exits 0 with nothing on stdout, saying "skipped: ..."
-on stderr. Since 0 then means "locked" or "skipped", a script must tell
-them apart by stdout, which is empty when nothing was locked:
-
-  vars=$(koncli mutex lock daily-job --timeout 0 --if-busy=skip) || exit
-  [ -n "$vars" ] || exit 0   # skipped: another run holds it
-  eval "$vars"
-
 A holder identity that already holds the mutex gets exit status 5 at once:
 locking again would deadlock. Give concurrent lockers different identities.
 
@@ -87,6 +78,15 @@ when the mutex is not acquired stdout is empty, and 'eval ""' succeeds, so
 under 'set -e'. Write instead:
 
   vars=$(koncli mutex lock NAME) || exit
+  eval "$vars"
+
+--if-busy=skip (the readable form of -E 0) makes a mutex held by someone
+else a success: lock exits 0 with nothing on stdout, saying "skipped: ..."
+on stderr. Since 0 then means "locked" or "skipped", a script must tell
+them apart by stdout, which is empty when nothing was locked:
+
+  vars=$(koncli mutex lock daily-job --timeout 0 --if-busy=skip) || exit
+  [ -n "$vars" ] || exit 0   # skipped: another run holds it
   eval "$vars"
 
 Exit status:
