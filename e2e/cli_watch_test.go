@@ -184,12 +184,18 @@ func TestCLIWait(t *testing.T) {
 	expectCLI(t, c.run("mutex", "unlock", "m", "--holder", "w1"), 0, "", "")
 	expectCLI(t, p.wait(), 0, "", "mutex "+ns+"/m is unlocked")
 
+	// A fair mutex's waiters need list to be read; wait needs none of them.
+	expectCLI(t, c.run("mutex", "create", "f", "--fair"), 0, "", "")
+	expectCLI(t, ro.run("mutex", "wait", "f", "--for", "unlocked", "--timeout", "0"), 0, "", "mutex "+ns+"/f is unlocked")
+	expectCLI(t, ro.run("mutex", "wait", "f", "--for", "unlocked", "--timeout", "5s"), 0, "", "mutex "+ns+"/f is unlocked")
+
 	for _, tc := range []struct {
 		args []string
 		code int
 		want string
 	}{
 		{[]string{"missing", "--for", "unlocked"}, 1, "mutex " + ns + "/missing not found"},
+		{[]string{"missing", "--for", "unlocked", "--timeout", "0"}, 1, "mutex " + ns + "/missing not found"},
 		{[]string{"m"}, 2, "needs --for unlocked or --for locked"},
 		{[]string{"m", "--for", "free"}, 2, `invalid --for "free"`},
 		{[]string{"m", "--for", "locked", "--timeout", "soon"}, 2, `invalid --timeout "soon"`},

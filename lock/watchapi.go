@@ -37,7 +37,9 @@ type WatchEvent struct {
 // see package ttl), which no write marks. The waiters of a fair mutex
 // (Status.Waiters) are read again whenever the mutex or its queue changes:
 // a waiter that joins or leaves is reported at once; one whose process
-// died is reported until it is passed over and its entry deleted.
+// died is reported until it is passed over and its entry deleted. Reading
+// them needs the list verb on leases; without it they are left out, and
+// the mutex is watched all the same.
 //
 // Watch follows the Lease with one watch, resumed where it stopped after
 // an outage; a fair mutex adds one on its queue. Without the RBAC verb
@@ -417,11 +419,13 @@ func (w *statusWatch) update(ctx context.Context, l *coordinationv1.Lease, r *re
 			switch {
 			case err == nil:
 				it.st.Waiters, it.queueRV = waiters, qrv
-			case !w.started:
-				return err // RBAC, say: the caller learns it at once
-			case old != nil:
+			default:
+				// Without the list verb (or during an outage) the mutex is
+				// still watched; only its waiters are not known anew.
 				w.c.log.V(1).Info("reading the queue of a watched mutex failed", "mutex", key, "error", err.Error())
-				it.st.Waiters, it.queueRV = old.st.Waiters, old.queueRV
+				if old != nil {
+					it.st.Waiters, it.queueRV = old.st.Waiters, old.queueRV
+				}
 			}
 		}
 	}

@@ -27,7 +27,8 @@ the holder, phase, token and waiters. The waiters of a fair mutex live in
 Leases of their own (its queue): they are read again whenever the mutex or
 its queue changes, so a waiter that joins or leaves prints a line at once,
 and one whose process died is shown until the waiters behind it pass it
-over (about 10 seconds). Ages in the table are those at the time of the
+over (about 10 seconds); reading them needs the list verb, without which
+they are left out. Ages in the table are those at the time of the
 line. Watching needs the watch verb on leases; without it koncli polls
 every 2 seconds. An outage of the API server is ridden out: the watch
 resumes where it stopped, and a change made meanwhile prints when it is

@@ -88,8 +88,12 @@ func holds(cond string, ev lock.WatchEvent) bool {
 	return ev.Deleted || ev.Status.Phase == lock.PhaseUnlocked || ev.Status.Phase == lock.PhaseExpired
 }
 
-// errHolds ends the watch once the condition holds.
-var errHolds = errors.New("the condition holds")
+// errHolds ends the watch once the condition holds; errLooked ends the
+// single look of --timeout 0.
+var (
+	errHolds  = errors.New("the condition holds")
+	errLooked = errors.New("looked once")
+)
 
 func runE(cmd *cobra.Command, streams genericiooptions.IOStreams, f *cmdutil.Factory, flags *flagpole, name string) error {
 	if err := cmdutil.ValidateName(name); err != nil {
@@ -122,11 +126,16 @@ func runE(cmd *cobra.Command, streams genericiooptions.IOStreams, f *cmdutil.Fac
 		return nil
 	}
 	if !wait.Forever && wait.Timeout == 0 {
-		st, err := c.Get(ctx, ns, name)
-		if err != nil {
-			return err
+		// One look: the watch's first report, the mutex as it is now.
+		err := c.Watch(ctx, ns, name, func(ev lock.WatchEvent) error {
+			if err := check(ev); err != nil {
+				return err
+			}
+			return errLooked
+		})
+		if errors.Is(err, errLooked) {
+			err = nil
 		}
-		err = check(lock.WatchEvent{Status: st})
 		return result(f, ref, cond, wait, last, err)
 	}
 	wctx := ctx
