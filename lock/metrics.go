@@ -58,6 +58,11 @@ const (
 	// EndInvalid: its Lease stopped being a valid mutex or slot, or the
 	// hold could not be confirmed (an unconfirmed handoff ran out).
 	EndInvalid HoldEnd = "invalid"
+	// EndAbandoned: the release at the end of With (or the CLI's run)
+	// failed for the whole retry timeout, so the hold was given up: it is
+	// no longer renewed, and a TTL mutex or slot becomes free when its TTL
+	// runs out.
+	EndAbandoned HoldEnd = "abandoned"
 )
 
 // WithMetrics sets where the library's measurements go.

@@ -500,14 +500,17 @@ func (m *Mutex) end(h *hold, last *record) {
 // panicked (the panic then continues). That Unlock retries transient
 // failures for the retry timeout (DefaultRetryTimeout, 30s), so that an API
 // server that is away for a few seconds as fn returns does not leave the
-// mutex locked. If the
-// lock was lost while fn ran, the error wraps ErrLost even if fn succeeded:
-// fn's work may have overlapped another holder's.
+// mutex locked. If it still fails, the error says so and the hold is given
+// up (Done closes; EndAbandoned): it is no longer renewed, so a TTL mutex
+// is free once its TTL has run out, and one without TTL stays locked until
+// force-unlocked. If the lock was lost while fn ran, the error wraps
+// ErrLost even if fn succeeded: fn's work may have overlapped another
+// holder's.
 func (m *Mutex) With(ctx context.Context, fn func(ctx context.Context) error) error {
 	if err := m.Lock(ctx); err != nil {
 		return err
 	}
-	return runHeld(ctx, m, m.Unlock, max(m.cleanupTimeout, m.retryTimeout), m.log, fn)
+	return runHeld(ctx, m, m.Unlock, m.abandonHold, max(m.cleanupTimeout, m.retryTimeout), m.log, fn)
 }
 
 // held is what runHeld needs of a hold: when it ends, and why.
@@ -520,7 +523,9 @@ type held interface {
 // runs fn with a context cancelled when h is lost, then releases with
 // unlock under a fresh context bounded by timeout, also after a panic (the
 // panic then continues). A loss during fn is reported even if fn succeeded.
-func runHeld(ctx context.Context, h held, unlock func(context.Context) error, timeout time.Duration, log logr.Logger, fn func(context.Context) error) (err error) {
+// A release that still fails when timeout is up gives the hold up with
+// abandon: nobody is left to retry it.
+func runHeld(ctx context.Context, h held, unlock func(context.Context) error, abandon func(error), timeout time.Duration, log logr.Logger, fn func(context.Context) error) (err error) {
 	done := h.Done()
 	fctx, cancel := context.WithCancelCause(ctx)
 	stop := make(chan struct{})
@@ -540,6 +545,9 @@ func runHeld(ctx context.Context, h held, unlock func(context.Context) error, ti
 		uctx, ucancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 		defer ucancel()
 		uerr := unlock(uctx)
+		if uerr != nil && lostErr == nil && !errors.Is(uerr, ErrNotHeld) {
+			abandon(uerr)
+		}
 		if p := recover(); p != nil {
 			if uerr != nil {
 				log.Error(uerr, "release after panic failed")

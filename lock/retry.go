@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"syscall"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -26,7 +27,7 @@ const DefaultRetryTimeout = 30 * time.Second
 
 // isTransient reports a failure that a retry may cure: the API server could
 // not be reached or answered that it is overloaded or failing (connection
-// refused or reset, a timeout, 429, 5xx). A refusal on the merits (403,
+// refused, reset or closed under a request (EPIPE), a timeout, 429, 5xx). A refusal on the merits (403,
 // 404, 409, 422) is not transient, and neither is a configuration problem
 // such as an untrusted certificate or an unknown host: retrying those only
 // delays the error. The caller's own context ending is not transient either.
@@ -43,6 +44,13 @@ func isTransient(err error) bool {
 	// IsProbableEOF compares the error (unwrapped from *url.Error only) with
 	// io.EOF, so wrapped ends of stream are matched here.
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return true
+	}
+	// A request written on a connection that the server (or a load
+	// balancer in front of it) had just closed fails with EPIPE, or with
+	// ECONNRESET wrapped beyond what IsConnectionReset unwraps: the server
+	// went away, which is what a retry is for.
+	if errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNABORTED) {
 		return true
 	}
 	return utilnet.IsConnectionRefused(err) || utilnet.IsConnectionReset(err) ||

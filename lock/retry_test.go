@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/url"
+	"os"
 	"syscall"
 	"testing"
 	"time"
@@ -28,6 +29,8 @@ func TestIsTransient(t *testing.T) {
 		{"connection refused", refused, true},
 		{"connection refused, wrapped", fmt.Errorf("mutex a/b: get lease: %w", refused), true},
 		{"connection reset", &net.OpError{Op: "read", Err: syscall.ECONNRESET}, true},
+		{"broken pipe", &url.Error{Op: "Put", URL: "https://127.0.0.1:1", Err: &net.OpError{Op: "write", Net: "tcp", Err: os.NewSyscallError("write", syscall.EPIPE)}}, true},
+		{"connection reset, wrapped", fmt.Errorf("mutex a/b: update: %w", &url.Error{Op: "Put", URL: "https://127.0.0.1:1", Err: &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.ECONNRESET)}}), true},
 		{"unexpected EOF", fmt.Errorf("reading body: %w", io.ErrUnexpectedEOF), true},
 		{"EOF in a url.Error", &url.Error{Op: "Put", URL: "https://127.0.0.1:1", Err: io.EOF}, true},
 		{"429", apierrors.NewTooManyRequests("slow down", 1), true},

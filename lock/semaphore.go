@@ -466,12 +466,23 @@ func (s *Semaphore) releaseByIdentity(ctx context.Context) error {
 	return &NotHeldError{Namespace: s.namespace, Name: s.name, Holder: s.tmpl.holder, Exists: true, Kind: "semaphore"}
 }
 
+// abandonHold gives up the slot held after With's release failed for good
+// (see Mutex.abandonHold).
+func (s *Semaphore) abandonHold(cause error) {
+	s.mu.Lock()
+	h := s.cur
+	s.mu.Unlock()
+	if h != nil {
+		h.abandonHold(cause)
+	}
+}
+
 // With runs fn while holding a slot, as Mutex.With does.
 func (s *Semaphore) With(ctx context.Context, fn func(ctx context.Context) error) error {
 	if err := s.Acquire(ctx); err != nil {
 		return err
 	}
-	return runHeld(ctx, s, s.Release, max(s.tmpl.cleanupTimeout, s.tmpl.retryTimeout), s.log, fn)
+	return runHeld(ctx, s, s.Release, s.abandonHold, max(s.tmpl.cleanupTimeout, s.tmpl.retryTimeout), s.log, fn)
 }
 
 // hintWith makes r, first seen at seen, the next Lock's hint: the

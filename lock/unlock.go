@@ -142,6 +142,38 @@ func (m *Mutex) notHeld(h *hold, r *record) error {
 	return err
 }
 
+// abandonHold gives up the current hold after the release at the end of
+// With failed for good: nobody is left to retry it, and a hold kept by its
+// keeper would stay locked for as long as the process lives. The keeper
+// stops, so a TTL Lease is no longer renewed and runs out; Done closes with
+// a *LostError (EndAbandoned) that wraps cause; the next Lock may take the
+// stale record again. No network call is made here.
+func (m *Mutex) abandonHold(cause error) {
+	m.mu.Lock()
+	h := m.cur
+	m.mu.Unlock()
+	if h == nil || h.cancel == nil {
+		return
+	}
+	h.cancel()
+	<-h.stopped
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	select {
+	case <-h.done:
+		return
+	default:
+	}
+	reason := "its release failed, so it is no longer renewed"
+	if h.rec != nil && h.rec.ttl > 0 {
+		reason += "; it is free once its TTL has run out"
+	}
+	h.err = m.lost(EndAbandoned, cause, "%s", reason)
+	close(h.done)
+	m.log.Error(cause, "gave up the hold after its release failed", "token", h.token)
+	m.endMetrics(h, EndAbandoned)
+}
+
 // unlockFailed keeps a hold alive after a failed release: the caller still
 // holds the lock, so its keeper goes on renewing it and watching for loss.
 func (m *Mutex) unlockFailed(h *hold, err error) error {

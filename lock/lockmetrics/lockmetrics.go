@@ -11,7 +11,7 @@
 //
 //	konlease_acquisitions_total{result}        Lock/TryLock/Acquire/TryAcquire calls, by result: acquired, busy, error
 //	konlease_acquire_duration_seconds{result}  how long those calls took (for a blocking call: the wait)
-//	konlease_holds_ended_total{end}            holds that ended, by how: released, ttl, taken-over, force-unlocked, deleted, invalid
+//	konlease_holds_ended_total{end}            holds that ended, by how: released, ttl, taken-over, force-unlocked, deleted, invalid, abandoned
 //	konlease_hold_duration_seconds             how long holds lasted
 //	konlease_renewals_total{result}            renewal writes: ok, failed
 //	konlease_conflicts_total                   writes refused with 409 Conflict
