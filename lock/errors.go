@@ -35,8 +35,8 @@ var (
 	// ErrNotFound means the mutex does not exist. The error is a
 	// *NotFoundError that names the mutex.
 	ErrNotFound = errors.New("mutex not found")
-	// ErrLimitConflict means CreateSemaphore found the semaphore with
-	// another limit.
+	// ErrLimitConflict means CreateSemaphore, or an Acquire with
+	// WithRequiredLimit, found the semaphore with another limit.
 	ErrLimitConflict = errors.New("semaphore exists with a different limit")
 	// ErrTTLConflict means Create found the mutex with another TTL.
 	ErrTTLConflict = errors.New("mutex exists with a different TTL")

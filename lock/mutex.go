@@ -91,7 +91,9 @@ type Mutex struct {
 	requireTTL  bool
 	createFair  bool
 	createLimit int
-	onSemWait   func(SemaphoreStatus)
+	// requireLimit: WithRequiredLimit.
+	requireLimit bool
+	onSemWait    func(SemaphoreStatus)
 	// slotNum is the slot's number, for a slot's handle.
 	slotNum int
 	// hintSeen is when the hint (last) was first seen, if a semaphore
@@ -238,7 +240,7 @@ func lossReasonOf(err error) string {
 func (m *Mutex) settings() *Mutex {
 	return &Mutex{
 		c: m.c, namespace: m.namespace, name: m.name, holder: m.holder,
-		createTTL: m.createTTL, requireTTL: m.requireTTL, createFair: m.createFair, createLimit: m.createLimit,
+		createTTL: m.createTTL, requireTTL: m.requireTTL, createFair: m.createFair, createLimit: m.createLimit, requireLimit: m.requireLimit,
 		renew: m.renew, retryTimeout: m.retryTimeout, onRetry: m.onRetry, cleanupTimeout: m.cleanupTimeout,
 		onWait: m.onWait, onSemWait: m.onSemWait, slotOf: m.slotOf, log: m.log,
 	}

@@ -22,7 +22,16 @@ import (
 // create it (1 to MaxLimit). An existing semaphore keeps its own: the
 // limit, like the TTL, belongs to the semaphore. Without it, Acquire on a
 // missing semaphore fails with ErrNotFound. Only for semaphores.
-func WithLimit(n int) Option { return func(m *Mutex) { m.createLimit = n } }
+func WithLimit(n int) Option { return func(m *Mutex) { m.createLimit, m.requireLimit = n, false } }
+
+// WithRequiredLimit is WithLimit made strict, as WithRequiredTTL is for the
+// TTL: Acquire creates a missing semaphore with limit n, and refuses an
+// existing one with another limit with an error wrapping ErrLimitConflict,
+// before writing anything: a caller that counts on at most n holders must
+// not get more. Only for semaphores.
+func WithRequiredLimit(n int) Option {
+	return func(m *Mutex) { m.createLimit, m.requireLimit = n, true }
+}
 
 // WithSemaphoreWaitNotify sets a function that a semaphore's Acquire calls
 // when it starts to wait because the semaphore is full, and whenever its
@@ -236,6 +245,10 @@ func (s *Semaphore) acquire(ctx context.Context, wait bool) (err error) {
 			return fail(err)
 		}
 		rt.reset()
+		if s.tmpl.requireLimit && sem.limit != s.tmpl.createLimit {
+			return fmt.Errorf("semaphore %s/%s has limit %d, not %d as required; nothing changed: %w",
+				s.namespace, s.name, sem.limit, s.tmpl.createLimit, ErrLimitConflict)
+		}
 		if s.tmpl.requireTTL && sem.ttl != s.tmpl.createTTL {
 			return fmt.Errorf("semaphore %s/%s has TTL %s, not %s as required; nothing changed: %w",
 				s.namespace, s.name, ttlString(sem.ttl), ttlString(s.tmpl.createTTL), ErrTTLConflict)
