@@ -293,3 +293,50 @@ func TestSemaphoreProcesses(t *testing.T) {
 		t.Errorf("slots: %d, %v; want %d", len(l.Items), err, limit)
 	}
 }
+
+// TestSemaphoreRequiredLimit: WithRequiredLimit (and WithRequiredTTL)
+// refuse a semaphore on other terms before writing anything, and create a
+// missing one on theirs; WithLimit alone takes an existing semaphore as it
+// is.
+func TestSemaphoreRequiredLimit(t *testing.T) {
+	t.Parallel()
+	ns := env.Namespace(t)
+	c := newClient(t, env.Config())
+	createSemaphore(t, c, ns, "s", lock.SemaphoreOptions{Limit: 2, TTL: time.Minute})
+	for _, tc := range []struct {
+		name string
+		opts []lock.Option
+		want error // nil: acquired
+	}{
+		{"other limit", []lock.Option{lock.WithRequiredLimit(3)}, lock.ErrLimitConflict},
+		{"other TTL", []lock.Option{lock.WithRequiredLimit(2), lock.WithRequiredTTL(time.Hour)}, lock.ErrTTLConflict},
+		{"same terms", []lock.Option{lock.WithRequiredLimit(2), lock.WithRequiredTTL(time.Minute)}, nil},
+		{"a hint only", []lock.Option{lock.WithLimit(5)}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := leaseVersions(t, ns)
+			s := newSemaphore(t, c, ns, "s", append(tc.opts, lock.WithHolder(strings.ReplaceAll(tc.name, " ", "-")))...)
+			err := s.TryAcquire(t.Context())
+			if tc.want == nil {
+				if err != nil {
+					t.Fatalf("TryAcquire: %v, want a slot", err)
+				}
+				if err := s.Release(t.Context()); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if !errors.Is(err, tc.want) || !strings.Contains(err.Error(), "nothing changed") {
+				t.Fatalf("TryAcquire: %v, want %v and nothing changed", err, tc.want)
+			}
+			expectUnchanged(t, ns, before, "a refused TryAcquire")
+		})
+	}
+	s := newSemaphore(t, c, ns, "new", lock.WithRequiredLimit(3), lock.WithRequiredTTL(time.Minute))
+	if err := s.TryAcquire(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := c.GetSemaphore(t.Context(), ns, "new"); err != nil || st.Limit != 3 || st.TTL != time.Minute {
+		t.Errorf("created by Acquire: %+v (%v), want limit 3 and TTL 1m", st, err)
+	}
+}

@@ -54,21 +54,23 @@ const (
 const exitStatusHelp = `Exit status:
   0      success
   1      error: the API server refused or could not be reached, RBAC
-         denied a verb, the Lease is not a mutex, not the holder, ...;
-         run: CMD succeeded but unlocking failed
+         denied a verb, the Lease is not of the command's kind (mutex
+         or semaphore), not the holder, ...; run: CMD succeeded but
+         unlocking failed
   2      usage error: unknown command or flag, wrong arguments, invalid
          name, holder, duration or TTL; refused before contacting the
          server
-  3      not acquired: the mutex is held by another holder and --timeout
-         ran out (or was 0); lock, run: --conflict-exit-code picks
-         another code, --if-busy=skip makes it 0; wait: the condition did
-         not hold within --timeout
+  3      not acquired: the mutex is held by another holder (every slot
+         of the semaphore is) and --timeout ran out (or was 0); lock,
+         acquire, run: --conflict-exit-code picks another code,
+         --if-busy=skip makes it 0; wait: the condition did not hold
+         within --timeout
   4      run: the lock was lost while CMD ran; CMD was stopped
-  5      not acquired: this holder identity holds the mutex already
-         (locking again would deadlock); nothing changed
+  5      not acquired: this holder identity holds the mutex (a slot of
+         the semaphore) already; nothing changed
   126    run: CMD could not be executed
   127    run: CMD was not found
-  128+n  run: CMD was killed by signal n; lock, run: koncli was
+  128+n  run: CMD was killed by signal n; lock, acquire, run: koncli was
          interrupted by signal n while waiting (130 SIGINT, 143 SIGTERM,
          129 SIGHUP), leaving nothing locked
   N      run: CMD exited with status N`

@@ -16,6 +16,7 @@ import (
 
 	"github.com/konlease/konlease/cmd/koncli/internal/cmd/completion"
 	"github.com/konlease/konlease/cmd/koncli/internal/cmd/mutex"
+	"github.com/konlease/konlease/cmd/koncli/internal/cmd/semaphore"
 	versioncmd "github.com/konlease/konlease/cmd/koncli/internal/cmd/version"
 	"github.com/konlease/konlease/cmd/koncli/internal/cmdutil"
 	"github.com/konlease/konlease/lock"
@@ -118,10 +119,12 @@ func invokedAs(argv0 string) string {
 func NewRootCommand(streams genericiooptions.IOStreams, f *cmdutil.Factory) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "koncli",
-		Short: "Distributed mutexes on Kubernetes Leases",
+		Short: "Distributed mutexes and semaphores on Kubernetes Leases",
 		Long: mutex.Long + `
 
-Run 'koncli mutex --help' for the mutex commands. As a kubectl plugin:
+Run 'koncli mutex --help' for the mutex commands, and
+'koncli semaphore --help' for semaphores: at most N holders at once, on
+the same machinery. As a kubectl plugin:
 link or copy koncli to kubectl-mutex in the PATH; then 'kubectl mutex lock
 NAME' works, with the same flags. Link it as kubectl_complete-mutex too,
 and kubectl's shell completion completes 'kubectl mutex ...' (commands,
@@ -130,7 +133,8 @@ flags, mutex and namespace names).`,
   koncli mutex lock critical-section --holder worker-1 --timeout 30s
   koncli mutex unlock critical-section --holder worker-1
   koncli mutex run db-migration --timeout 5m -- ./migrate
-  koncli mutex list -A`,
+  koncli mutex list -A
+  koncli semaphore run node-maintenance --limit 2 --ttl 10m -- ./maintain`,
 		Args: cmdutil.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return cmd.Help()
@@ -139,6 +143,7 @@ flags, mutex and namespace names).`,
 	setup(root, streams, f)
 	root.AddCommand(
 		mutex.NewCommand(streams, f),
+		semaphore.NewCommand(streams, f),
 		versioncmd.NewCommand(streams, version),
 		completion.NewCommand(streams, func() *cobra.Command { return root }),
 	)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -31,81 +32,166 @@ func WaitFromFlag(value string, changed bool) (Wait, error) {
 	return Wait{Timeout: d}, nil
 }
 
+// Hold is a mutex or a semaphore that lock, acquire or run holds.
+type Hold interface {
+	Namespace() string
+	Name() string
+	Holder() string
+	Token() int64
+	Done() <-chan struct{}
+	Err() error
+	Release(ctx context.Context) error
+}
+
+// MutexHold is a *lock.Mutex as a Hold.
+type MutexHold struct{ *lock.Mutex }
+
+// Release unlocks the mutex.
+func (m MutexHold) Release(ctx context.Context) error { return m.Unlock(ctx) }
+
 // Acquire makes a handle on namespace/name with opts and locks it as w
 // says, reporting on stderr whom it waits for. ctx should come from
 // SignalContext: a signal ends the wait with a *SignalError, and the lock
 // package guarantees that a cancelled Lock leaves no lock behind. Errors
 // keep lock's sentinels in their chain (ErrLocked for "not acquired").
 func Acquire(ctx context.Context, log logr.Logger, c *lock.Client, namespace, name string, w Wait, opts ...lock.Option) (*lock.Mutex, error) {
-	var deadline time.Time
-	lctx := ctx
-	if !w.Forever && w.Timeout > 0 {
-		var cancel context.CancelFunc
-		lctx, cancel = context.WithTimeout(ctx, w.Timeout)
-		defer cancel()
-		deadline, _ = lctx.Deadline()
-	}
+	lctx, deadline, cancel := waitContext(ctx, w)
+	defer cancel()
 	rep := NewWaitReporter(log, namespace, name, deadline)
-	m, err := c.NewMutex(namespace, name, append(opts, lock.WithWaitNotify(rep.Notify), RetryNotify(log, namespace, name))...)
+	m, err := c.NewMutex(namespace, name, append(opts, lock.WithWaitNotify(rep.Notify), RetryNotify(log, "mutex", namespace, name))...)
 	if err != nil {
 		return nil, err
 	}
-	rep.Start()
+	take := m.Lock
 	if !w.Forever && w.Timeout == 0 {
-		err = m.TryLock(lctx)
-	} else {
-		err = m.Lock(lctx)
+		take = m.TryLock
 	}
+	if err := acquireHold(ctx, lctx, "mutex", MutexHold{m}, w, take, rep); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// AcquireSemaphore is Acquire for a semaphore.
+func AcquireSemaphore(ctx context.Context, log logr.Logger, c *lock.Client, namespace, name string, w Wait, opts ...lock.Option) (*lock.Semaphore, error) {
+	lctx, deadline, cancel := waitContext(ctx, w)
+	defer cancel()
+	rep := NewSemaphoreWaitReporter(log, namespace, name, deadline)
+	s, err := c.NewSemaphore(namespace, name, append(opts, lock.WithSemaphoreWaitNotify(rep.NotifySemaphore), RetryNotify(log, "semaphore", namespace, name))...)
+	if err != nil {
+		return nil, err
+	}
+	take := s.Acquire
+	if !w.Forever && w.Timeout == 0 {
+		take = s.TryAcquire
+	}
+	if err := acquireHold(ctx, lctx, "semaphore", s, w, take, rep); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// waitContext bounds a wait as w says; deadline is zero without one.
+func waitContext(ctx context.Context, w Wait) (context.Context, time.Time, context.CancelFunc) {
+	if w.Forever || w.Timeout == 0 {
+		return ctx, time.Time{}, func() {}
+	}
+	lctx, cancel := context.WithTimeout(ctx, w.Timeout)
+	deadline, _ := lctx.Deadline()
+	return lctx, deadline, cancel
+}
+
+// acquireHold runs take under lctx while rep reports, and turns what
+// happened into what lock, acquire and run say: a signal that raced with
+// the acquisition releases again; not acquired, already held and a TTL
+// that disagrees get messages of their own. noun is "mutex" or
+// "semaphore".
+func acquireHold(ctx, lctx context.Context, noun string, h Hold, w Wait, take func(context.Context) error, rep *WaitReporter) error {
+	rep.Start()
+	err := take(lctx)
 	rep.Stop()
-	ref := Ref(namespace, name)
+	ref := Ref(h.Namespace(), h.Name())
 	if err == nil {
 		se := Interrupted(ctx)
 		if se == nil {
-			return m, nil
+			return nil
 		}
 		// The signal raced with the acquisition: the user asked to stop, so
-		// leave nothing locked, as a cancelled Lock would.
+		// leave nothing held, as a cancelled wait would.
 		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lock.DefaultCleanupTimeout)
 		defer cancel()
-		if uerr := m.Unlock(uctx); uerr != nil {
-			return nil, &SignalError{Signal: se.Signal, Err: fmt.Errorf("mutex %s was acquired as the signal arrived, and unlocking it failed (unlock it with --holder %q): %w", ref, m.Holder(), uerr)}
+		if uerr := h.Release(uctx); uerr != nil {
+			return &SignalError{Signal: se.Signal, Err: fmt.Errorf("%s %s was acquired as the signal arrived, and releasing it failed (release it with --holder %q): %w", noun, ref, h.Holder(), uerr)}
 		}
-		return nil, &SignalError{Signal: se.Signal, Err: fmt.Errorf("while acquiring mutex %s; it was released again, nothing is locked", ref)}
+		return &SignalError{Signal: se.Signal, Err: fmt.Errorf("while acquiring %s %s; it was released again, nothing is %s", noun, ref, heldWord(noun))}
 	}
 	if se := Interrupted(ctx); se != nil {
-		what := fmt.Sprintf("while waiting for mutex %s", ref)
+		what := fmt.Sprintf("while waiting for %s %s", noun, ref)
 		var le *lock.LockedError
 		if errors.As(err, &le) {
 			what += fmt.Sprintf(" (locked by %q)", le.Holder)
 		}
-		return nil, &SignalError{Signal: se.Signal, Err: &MessageError{Msg: what + "; nothing was locked", Err: err}}
+		return &SignalError{Signal: se.Signal, Err: &MessageError{Msg: what + "; nothing was " + heldWord(noun), Err: err}}
 	}
+	var text string
 	var le *lock.LockedError
-	if errors.As(err, &le) {
-		msg := "not acquired: " + lockedText(le)
+	var full *lock.SemaphoreFullError
+	switch {
+	case errors.As(err, &le):
+		text = lockedText(le)
+	case errors.As(err, &full):
+		text = fullText(full)
+	}
+	if text != "" {
+		msg := "not acquired: " + text
 		switch {
-		case w.Timeout == 0:
-			msg = "not acquired in a single attempt (--timeout 0): " + lockedText(le)
+		case w.Timeout == 0 && !w.Forever:
+			msg = "not acquired in a single attempt (--timeout 0): " + text
 		case errors.Is(err, context.DeadlineExceeded):
-			msg = fmt.Sprintf("not acquired within %s: %s", w.Timeout, lockedText(le))
+			msg = fmt.Sprintf("not acquired within %s: %s", w.Timeout, text)
 		}
-		return nil, &MessageError{Msg: msg, Err: err}
+		return &MessageError{Msg: msg, Err: err}
 	}
 	if errors.Is(err, lock.ErrAlreadyHeld) {
-		return nil, &MessageError{Msg: fmt.Sprintf("not acquired, because this holder identity holds it already: %v; locking again would deadlock: unlock it first, or give each concurrent locker its own --holder", err), Err: err}
+		return &MessageError{Msg: fmt.Sprintf("not acquired, because this holder identity holds it already: %v; acquiring again would deadlock: release it first, or give each concurrent holder its own --holder", err), Err: err}
 	}
 	if errors.Is(err, lock.ErrTTLConflict) {
-		return nil, &MessageError{Msg: fmt.Sprintf("not acquired: %v; lock it without --ttl to take it with its own TTL, or change its TTL while it is unlocked: koncli mutex create %s --ttl D --update", err, name), Err: err}
+		return &MessageError{Msg: fmt.Sprintf("not acquired: %v; acquire it without --ttl to take it with its own TTL, or change its TTL while nobody holds it: koncli %s create %s --ttl D --update", err, noun, h.Name()), Err: err}
 	}
-	return nil, err
+	return err
+}
+
+// heldWord is how the messages say "held" of noun: a mutex is locked.
+func heldWord(noun string) string {
+	if noun == "mutex" {
+		return "locked"
+	}
+	return "held"
+}
+
+// fullText describes a full semaphore without the context error it wraps.
+func fullText(e *lock.SemaphoreFullError) string {
+	s := e.Status
+	var holders []string
+	for _, h := range s.Holders {
+		holders = append(holders, fmt.Sprintf("%q (slot %d)", h.Holder, h.Slot))
+	}
+	msg := fmt.Sprintf("semaphore %s is full: %d of %d slots held", Ref(s.Namespace, s.Name), len(s.Holders), s.Limit)
+	if len(holders) > 0 {
+		msg += " by " + strings.Join(holders, ", ")
+	}
+	if len(s.Waiters) > 0 {
+		msg += fmt.Sprintf("; %d waiters are queued", len(s.Waiters))
+	}
+	return msg
 }
 
 // RetryNotify says on stderr, once per run of failures, that koncli is
 // retrying and until when: without it a lock or unlock during an outage
-// would seem to hang.
-func RetryNotify(log logr.Logger, namespace, name string) lock.Option {
+// would seem to hang. noun is "mutex" or "semaphore".
+func RetryNotify(log logr.Logger, noun, namespace, name string) lock.Option {
 	return lock.WithRetryNotify(func(err error, until time.Time) {
-		log.Info(fmt.Sprintf("mutex %s: the API server did not answer or failed (%v); retrying until %s", Ref(namespace, name), err, FormatTime(until)))
+		log.Info(fmt.Sprintf("%s %s: the API server did not answer or failed (%v); retrying until %s", noun, Ref(namespace, name), err, FormatTime(until)))
 	})
 }
 

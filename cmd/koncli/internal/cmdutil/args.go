@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -173,4 +174,13 @@ func FormatTime(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 // an eviction: `"w1" (token 3, locked at 2026-01-02T03:04:05Z)`.
 func HoldDescription(st lock.Status) string {
 	return fmt.Sprintf("%q (token %d, locked at %s)", st.Holder, st.Token, FormatTime(st.LockedAt))
+}
+
+// ParseLimit checks --limit: a semaphore's limit, 1 to lock.MaxLimit.
+func ParseLimit(value string) (int, error) {
+	n, err := strconv.Atoi(value)
+	if err != nil || n < 1 || n > lock.MaxLimit {
+		return 0, Usagef("invalid --limit %q: the most holders at once, a whole number from 1 to %d", value, lock.MaxLimit)
+	}
+	return n, nil
 }

@@ -26,10 +26,17 @@ type BusyFlags struct {
 	code   int
 }
 
-// AddFlags adds --if-busy and -E to cmd.
-func (b *BusyFlags) AddFlags(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&b.ifBusy, "if-busy", IfBusyFail, `when another holder holds the mutex: "fail" (exit 3, or -E N) or "skip" (exit 0, as -E 0)`)
-	cmd.Flags().IntVarP(&b.code, "conflict-exit-code", "E", DefaultConflictExitCode, "exit status when another holder holds the mutex (0 to 255); --if-busy=skip is -E 0")
+// BusyMutex and BusySemaphore say what "busy" is, in the flags' help.
+const (
+	BusyMutex     = "another holder holds the mutex"
+	BusySemaphore = "the semaphore is full"
+)
+
+// AddFlags adds --if-busy and -E to cmd; busy says when they apply
+// (BusyMutex, BusySemaphore).
+func (b *BusyFlags) AddFlags(cmd *cobra.Command, busy string) {
+	cmd.Flags().StringVar(&b.ifBusy, "if-busy", IfBusyFail, `when `+busy+`: "fail" (exit 3, or -E N) or "skip" (exit 0, as -E 0)`)
+	cmd.Flags().IntVarP(&b.code, "conflict-exit-code", "E", DefaultConflictExitCode, "exit status when "+busy+" (0 to 255); --if-busy=skip is -E 0")
 	_ = cmd.RegisterFlagCompletionFunc("if-busy", cobra.FixedCompletions([]string{IfBusyFail, IfBusySkip}, cobra.ShellCompDirectiveNoFileComp))
 }
 

@@ -2,6 +2,7 @@ package cmdutil
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"slices"
 	"strings"
@@ -12,6 +13,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/metadata"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/konlease/konlease/lock"
 )
 
 // completionTimeout bounds the request behind a completion: a shell
@@ -35,6 +38,47 @@ func CompleteMutexNamesMulti(f *Factory) cobra.CompletionFunc {
 }
 
 func completeMutexNames(f *Factory, multi bool) cobra.CompletionFunc {
+	return completeNames(f, multi, func(ctx context.Context, c *lock.Client, ns string) ([][2]string, error) {
+		items, err := c.List(ctx, ns)
+		out := make([][2]string, len(items))
+		for i, s := range items {
+			out[i] = [2]string{s.Name, string(s.Phase)}
+		}
+		return out, err
+	})
+}
+
+// CompleteSemaphoreNames completes the first argument with the names of
+// the semaphores in the current namespace, each described by how many of
+// its slots are held.
+func CompleteSemaphoreNames(f *Factory) cobra.CompletionFunc {
+	return completeSemaphoreNames(f, false)
+}
+
+// CompleteSemaphoreNamesMulti completes every argument with the semaphore
+// names not given yet.
+func CompleteSemaphoreNamesMulti(f *Factory) cobra.CompletionFunc {
+	return completeSemaphoreNames(f, true)
+}
+
+func completeSemaphoreNames(f *Factory, multi bool) cobra.CompletionFunc {
+	return completeNames(f, multi, func(ctx context.Context, c *lock.Client, ns string) ([][2]string, error) {
+		items, err := c.ListSemaphores(ctx, ns)
+		out := make([][2]string, len(items))
+		for i, s := range items {
+			desc := string(s.Phase)
+			if s.Phase != lock.PhaseInvalid {
+				desc = fmt.Sprintf("%d/%d held", len(s.Holders), s.Limit)
+			}
+			out[i] = [2]string{s.Name, desc}
+		}
+		return out, err
+	})
+}
+
+// completeNames completes with the names that list returns (each with its
+// description) and that start with what is typed.
+func completeNames(f *Factory, multi bool, list func(ctx context.Context, c *lock.Client, ns string) ([][2]string, error)) cobra.CompletionFunc {
 	return func(cmd *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
 		if len(args) > 0 && !multi {
 			return nil, cobra.ShellCompDirectiveNoFileComp
@@ -45,14 +89,14 @@ func completeMutexNames(f *Factory, multi bool) cobra.CompletionFunc {
 		}
 		ctx, cancel := completionContext(cmd)
 		defer cancel()
-		items, err := c.List(ctx, ns)
+		items, err := list(ctx, c, ns)
 		if err != nil {
 			return nil, cobra.ShellCompDirectiveNoFileComp
 		}
 		var names []string
-		for _, s := range items {
-			if strings.HasPrefix(s.Name, toComplete) && !slices.Contains(args, s.Name) {
-				names = append(names, s.Name+"\t"+string(s.Phase))
+		for _, it := range items {
+			if strings.HasPrefix(it[0], toComplete) && !slices.Contains(args, it[0]) {
+				names = append(names, it[0]+"\t"+it[1])
 			}
 		}
 		return names, cobra.ShellCompDirectiveNoFileComp

@@ -58,7 +58,7 @@ func (f *Factory) AddFlags(fs *pflag.FlagSet) {
 	fs.IntVarP(&f.Verbosity, "v", "v", 0,
 		"verbosity of the messages on stderr: 1 adds the locking decisions, 2 every API request")
 	fs.BoolVar(&f.Events, "events", true,
-		"record Kubernetes Events (acquired, released, taken over, lost) on the mutex's Lease; an identity that may not create events.events.k8s.io records none, silently")
+		"record Kubernetes Events (acquired, released, taken over, lost) on the mutex's (semaphore's) Lease; an identity that may not create events.events.k8s.io records none, silently")
 }
 
 // Logger returns the logger for messages on stderr, built on first use

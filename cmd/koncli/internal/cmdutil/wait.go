@@ -2,6 +2,7 @@ package cmdutil
 
 import (
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -26,8 +27,10 @@ type WaitReporter struct {
 	deadline time.Time // when Lock gives up; zero: never
 	delay    time.Duration
 
-	mu      sync.Mutex
-	latest  lock.Status
+	mu sync.Mutex
+	// latest is the newest status notified; text says it.
+	latest  any
+	text    func(latest any) string
 	printed bool // something was printed already
 	stopped bool
 
@@ -39,14 +42,56 @@ type WaitReporter struct {
 // NewWaitReporter returns a reporter for the mutex namespace/name; deadline
 // is when the caller gives up (zero: it waits until it has the mutex).
 func NewWaitReporter(log logr.Logger, namespace, name string, deadline time.Time) *WaitReporter {
+	w := newWaitReporter(log, namespace, name, deadline)
+	w.text = func(s any) string { st, _ := s.(lock.Status); return WaitMessage(w.ref, st, w.deadline) }
+	return w
+}
+
+// NewSemaphoreWaitReporter is NewWaitReporter for a semaphore: it says who
+// holds its slots.
+func NewSemaphoreWaitReporter(log logr.Logger, namespace, name string, deadline time.Time) *WaitReporter {
+	w := newWaitReporter(log, namespace, name, deadline)
+	w.text = func(s any) string {
+		st, _ := s.(lock.SemaphoreStatus)
+		return SemaphoreWaitMessage(w.ref, st, w.deadline)
+	}
+	return w
+}
+
+func newWaitReporter(log logr.Logger, namespace, name string, deadline time.Time) *WaitReporter {
 	return &WaitReporter{
 		log: log, ref: Ref(namespace, name), deadline: deadline, delay: WaitReportDelay,
 		wake: make(chan struct{}, 1), done: make(chan struct{}), exit: make(chan struct{}),
 	}
 }
 
+// SemaphoreWaitMessage says what a waiter for a full semaphore waits for.
+func SemaphoreWaitMessage(ref string, s lock.SemaphoreStatus, deadline time.Time) string {
+	var holders []string
+	for _, h := range s.Holders {
+		holders = append(holders, fmt.Sprintf("%q (slot %d, since %s)", h.Holder, h.Slot, FormatTime(h.LockedAt)))
+	}
+	msg := fmt.Sprintf("waiting for semaphore %s: %d of %d slots held", ref, len(s.Holders), s.Limit)
+	if len(holders) > 0 {
+		msg += " by " + strings.Join(holders, ", ")
+	}
+	if len(s.Waiters) > 0 {
+		msg += fmt.Sprintf("; %d waiters queued", len(s.Waiters))
+	}
+	if !deadline.IsZero() {
+		msg += "; giving up at " + FormatTime(deadline)
+	}
+	return msg
+}
+
 // Notify records the holder waited for. It never blocks.
-func (w *WaitReporter) Notify(s lock.Status) {
+func (w *WaitReporter) Notify(s lock.Status) { w.notify(s) }
+
+// NotifySemaphore records the holders of the semaphore waited for; for a
+// reporter made by NewSemaphoreWaitReporter. It never blocks.
+func (w *WaitReporter) NotifySemaphore(s lock.SemaphoreStatus) { w.notify(s) }
+
+func (w *WaitReporter) notify(s any) {
 	w.mu.Lock()
 	w.latest = s
 	w.mu.Unlock()
@@ -109,7 +154,7 @@ func (w *WaitReporter) print() {
 		return
 	}
 	w.printed = true
-	w.log.Info(WaitMessage(w.ref, w.latest, w.deadline))
+	w.log.Info(w.text(w.latest))
 }
 
 // WaitMessage says whom a waiter waits for, since when, until when the

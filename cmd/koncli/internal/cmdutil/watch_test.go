@@ -104,7 +104,7 @@ func TestBusyFlags(t *testing.T) {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			var b BusyFlags
 			cmd := &cobra.Command{Use: "test"}
-			b.AddFlags(cmd)
+			b.AddFlags(cmd, BusyMutex)
 			if err := cmd.ParseFlags(tc.args); err != nil {
 				t.Fatal(err)
 			}

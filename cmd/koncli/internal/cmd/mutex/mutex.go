@@ -11,9 +11,9 @@ import (
 	"github.com/konlease/konlease/cmd/koncli/internal/cmd/mutex/get"
 	"github.com/konlease/konlease/cmd/koncli/internal/cmd/mutex/list"
 	"github.com/konlease/konlease/cmd/koncli/internal/cmd/mutex/lock"
-	"github.com/konlease/konlease/cmd/koncli/internal/cmd/mutex/run"
 	"github.com/konlease/konlease/cmd/koncli/internal/cmd/mutex/unlock"
 	"github.com/konlease/konlease/cmd/koncli/internal/cmd/mutex/wait"
+	"github.com/konlease/konlease/cmd/koncli/internal/cmd/run"
 	"github.com/konlease/konlease/cmd/koncli/internal/cmdutil"
 )
 

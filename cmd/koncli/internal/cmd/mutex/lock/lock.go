@@ -133,7 +133,7 @@ Exit status:
 	cmd.Flags().StringVar(&flags.holder, "holder", "", "holder identity (default: the host name; in a pod, the pod name)")
 	cmd.Flags().StringVar(&flags.timeout, "timeout", "", `how long to wait, a Go duration ("30s"); 0: one attempt; default: wait until acquired`)
 	cmd.Flags().StringVar(&flags.ttl, "ttl", "", `the TTL the mutex must have, from 1s to 8760h: a missing mutex is created with it, one with another TTL is refused; default: the mutex's own TTL`)
-	flags.busy.AddFlags(cmd)
+	flags.busy.AddFlags(cmd, cmdutil.BusyMutex)
 	return cmd
 }
 

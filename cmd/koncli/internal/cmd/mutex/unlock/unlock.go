@@ -103,7 +103,7 @@ func runE(cmd *cobra.Command, _ genericiooptions.IOStreams, f *cmdutil.Factory, 
 			ref, before.Holder, before.Token, before.Phase, cmdutil.FormatTime(before.LockedAt)))
 		return nil
 	}
-	m, err := c.NewMutex(ns, name, lock.WithHolder(holder), cmdutil.RetryNotify(log, ns, name))
+	m, err := c.NewMutex(ns, name, lock.WithHolder(holder), cmdutil.RetryNotify(log, "mutex", ns, name))
 	if err != nil {
 		return err
 	}

@@ -1,4 +1,5 @@
-// Package run implements `koncli mutex run`.
+// Package run implements the run commands: `koncli mutex run` and
+// `koncli semaphore run`, which differ only in their Kind.
 package run
 
 import (
@@ -43,15 +44,87 @@ type flagpole struct {
 	ttl     string
 	grace   string
 	busy    cmdutil.BusyFlags
+	// kindOpts turns the kind's own flags into options (Kind.AddFlags).
+	kindOpts func() ([]lock.Option, error)
 }
 
-// NewCommand returns the run command.
+// Kind is what the run command of a mutex and that of a semaphore differ
+// in; the rest (waiting, signals, the process group, stopping CMD when the
+// hold is lost, the final release) is this package's, for both.
+type Kind struct {
+	// Noun is "mutex" or "semaphore", in messages and flag help.
+	Noun string
+	// Env names the variable that gives CMD the NAMESPACE/NAME.
+	Env string
+	// Short, Long and Example are the command's help.
+	Short, Long, Example string
+	// Complete completes NAME.
+	Complete func(f *cmdutil.Factory) cobra.CompletionFunc
+	// Acquire takes it as cmdutil.Acquire does; env is what CMD gets
+	// besides the name, holder and token.
+	Acquire func(ctx context.Context, log logr.Logger, c *lock.Client, namespace, name string, w cmdutil.Wait, opts ...lock.Option) (h cmdutil.Hold, env []string, err error)
+	// AddFlags, if set, adds flags of the kind's own to the command; the
+	// function it returns turns them into options, or a usage error.
+	AddFlags func(cmd *cobra.Command) func() ([]lock.Option, error)
+	// Busy says when --if-busy applies (cmdutil.BusyMutex, ...).
+	Busy string
+	// Unlocking is the release, in messages: "unlocking" or "releasing".
+	Unlocking string
+	// Release is the command that releases it by hand, for messages:
+	// "koncli mutex unlock".
+	Release string
+}
+
+// Mutex is the kind of 'koncli mutex run'.
+var Mutex = Kind{
+	Noun: "mutex", Env: EnvMutex, Short: "Run a command while holding a mutex", Long: mutexLong, Example: mutexExample,
+	Complete: cmdutil.CompleteMutexNames, Busy: cmdutil.BusyMutex, Unlocking: "unlocking", Release: "koncli mutex unlock",
+	Acquire: func(ctx context.Context, log logr.Logger, c *lock.Client, namespace, name string, w cmdutil.Wait, opts ...lock.Option) (cmdutil.Hold, []string, error) {
+		m, err := cmdutil.Acquire(ctx, log, c, namespace, name, w, opts...)
+		if err != nil {
+			return nil, nil, err
+		}
+		if st, held := m.Status(); held && st.TookOverFrom != "" {
+			log.Info(fmt.Sprintf("took over mutex %s from %q, whose TTL had run out (token %d)", cmdutil.Ref(namespace, name), st.TookOverFrom, st.Token))
+		}
+		return cmdutil.MutexHold{Mutex: m}, nil, nil
+	},
+}
+
+// NewCommand returns 'koncli mutex run'.
 func NewCommand(streams genericiooptions.IOStreams, f *cmdutil.Factory) *cobra.Command {
+	return New(streams, f, Mutex)
+}
+
+// New returns the run command of kind k.
+func New(streams genericiooptions.IOStreams, f *cmdutil.Factory, k Kind) *cobra.Command {
 	flags := &flagpole{}
 	cmd := &cobra.Command{
-		Use:   "run NAME [--holder H] [--timeout D] [--ttl D] [--grace-period D] [--if-busy fail|skip] [-E N] [flags] -- CMD [ARGS...]",
-		Short: "Run a command while holding a mutex",
-		Long: `Acquire the mutex NAME, run CMD with its arguments while holding it, and
+		Use:     "run NAME [--holder H] [--timeout D] [--ttl D] [--grace-period D] [--if-busy fail|skip] [-E N] [flags] -- CMD [ARGS...]",
+		Short:   k.Short,
+		Long:    k.Long,
+		Example: k.Example,
+		Args: func(cmd *cobra.Command, args []string) error {
+			return checkArgs(cmd, args)
+		},
+		ValidArgsFunction: k.Complete(f),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runE(cmd, streams, f, k, flags, args[0], args[1:])
+		},
+	}
+	cmd.Flags().StringVar(&flags.holder, "holder", "", "holder identity (default: the host name, koncli's process id and a random suffix)")
+	cmd.Flags().StringVar(&flags.timeout, "timeout", "", fmt.Sprintf(`how long to wait for the %s, a Go duration ("30s"); 0: one attempt; default: wait until acquired`, k.Noun))
+	cmd.Flags().StringVar(&flags.ttl, "ttl", "", fmt.Sprintf(`the TTL the %s must have, from 1s to 8760h: a missing one is created with it, one with another TTL is refused; default: its own TTL`, k.Noun))
+	flags.busy.AddFlags(cmd, k.Busy)
+	if k.AddFlags != nil {
+		flags.kindOpts = k.AddFlags(cmd)
+	}
+	cmd.Flags().StringVar(&flags.grace, "grace-period", DefaultGracePeriod.String(), "after the hold is lost, how long CMD has between SIGTERM and SIGKILL")
+	return cmd
+}
+
+// mutexLong is the help of 'koncli mutex run'.
+const mutexLong = `Acquire the mutex NAME, run CMD with its arguments while holding it, and
 unlock it when CMD exits, however it exits. This is the safe way to run a
 critical section from a shell, a Job or a CronJob.
 
@@ -148,8 +221,10 @@ Exit status:
   128+n  CMD was killed by signal n (143 for SIGTERM)
   N      CMD exited with status N
   130    interrupted by SIGINT (143: SIGTERM, 129: SIGHUP) while waiting
-         for the mutex; CMD was not run`,
-		Example: `  # Run a migration under a mutex, waiting up to 5 minutes for it
+         for the mutex; CMD was not run`
+
+// mutexExample are the examples of 'koncli mutex run'.
+const mutexExample = `  # Run a migration under a mutex, waiting up to 5 minutes for it
   koncli mutex run db-migration --timeout 5m -- ./migrate --to latest
 
   # Skip instead of waiting when someone else holds it: exit 0, as a
@@ -164,22 +239,7 @@ Exit status:
 
   # A TTL, renewed while the command runs: if koncli dies, the lock is free
   # again a minute later
-  koncli mutex run backup --ttl 1m -- ./backup.sh`,
-		Args: func(cmd *cobra.Command, args []string) error {
-			return checkArgs(cmd, args)
-		},
-		ValidArgsFunction: cmdutil.CompleteMutexNames(f),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return runE(cmd, streams, f, flags, args[0], args[1:])
-		},
-	}
-	cmd.Flags().StringVar(&flags.holder, "holder", "", "holder identity (default: the host name, koncli's process id and a random suffix)")
-	cmd.Flags().StringVar(&flags.timeout, "timeout", "", `how long to wait for the mutex, a Go duration ("30s"); 0: one attempt; default: wait until acquired`)
-	cmd.Flags().StringVar(&flags.ttl, "ttl", "", `the TTL the mutex must have, from 1s to 8760h: a missing mutex is created with it, one with another TTL is refused; default: the mutex's own TTL`)
-	flags.busy.AddFlags(cmd)
-	cmd.Flags().StringVar(&flags.grace, "grace-period", DefaultGracePeriod.String(), "after the lock is lost, how long CMD has between SIGTERM and SIGKILL")
-	return cmd
-}
+  koncli mutex run backup --ttl 1m -- ./backup.sh`
 
 // checkArgs requires NAME, then --, then at least the command.
 func checkArgs(cmd *cobra.Command, args []string) error {
@@ -203,7 +263,7 @@ func checkArgs(cmd *cobra.Command, args []string) error {
 	return nil
 }
 
-func runE(cmd *cobra.Command, streams genericiooptions.IOStreams, f *cmdutil.Factory, flags *flagpole, name string, command []string) error {
+func runE(cmd *cobra.Command, streams genericiooptions.IOStreams, f *cmdutil.Factory, k Kind, flags *flagpole, name string, command []string) error {
 	if err := cmdutil.ValidateName(name); err != nil {
 		return err
 	}
@@ -231,6 +291,13 @@ func runE(cmd *cobra.Command, streams genericiooptions.IOStreams, f *cmdutil.Fac
 		}
 		opts = append(opts, lock.WithRequiredTTL(d))
 	}
+	if flags.kindOpts != nil {
+		more, err := flags.kindOpts()
+		if err != nil {
+			return err
+		}
+		opts = append(opts, more...)
+	}
 	// The final unlock retries for at least the grace period a pod's
 	// kubelet gives, and never less than the library's retry timeout.
 	opts = append(opts, lock.WithRetryTimeout(max(grace, lock.DefaultRetryTimeout)))
@@ -241,7 +308,7 @@ func runE(cmd *cobra.Command, streams genericiooptions.IOStreams, f *cmdutil.Fac
 	log := f.Logger()
 
 	// One channel receives the stop signals for the whole command: first
-	// a goroutine turns a signal into cancelling the wait for the mutex,
+	// a goroutine turns a signal into cancelling the wait for the lock,
 	// then the loop below forwards signals to CMD. Only one of them reads
 	// at a time, so no signal is lost between the two.
 	sigs := make(chan os.Signal, 4)
@@ -259,20 +326,17 @@ func runE(cmd *cobra.Command, streams genericiooptions.IOStreams, f *cmdutil.Fac
 		case <-acquired:
 		}
 	}()
-	m, err := cmdutil.Acquire(lockCtx, log, c, ns, name, wait, opts...)
+	m, env, err := k.Acquire(lockCtx, log, c, ns, name, wait, opts...)
 	close(acquired)
 	<-watcherDone
 	if err != nil {
 		return cmdutil.Busy(err, busyCode)
 	}
 	ref := cmdutil.Ref(ns, name)
-	if st, held := m.Status(); held && st.TookOverFrom != "" {
-		log.Info(fmt.Sprintf("took over mutex %s from %q, whose TTL had run out (token %d)", ref, st.TookOverFrom, st.Token))
-	}
-	log.V(1).Info("acquired mutex, running the command", "mutex", ref, "holder", holder, "token", m.Token(), "command", command)
+	log.V(1).Info("acquired, running the command", k.Noun, ref, "holder", holder, "token", m.Token(), "command", command)
 
-	r := &runner{log: log, ref: ref, grace: grace}
-	state, runErr := r.run(m, streams, command, sigs, holder)
+	r := &runner{log: log, kind: k, ref: ref, grace: grace}
+	state, runErr := r.run(m, streams, command, sigs, holder, env)
 	unlockErr := unlock(cmd.Context(), m, grace)
 	return r.result(m, state, runErr, unlockErr)
 }
@@ -280,6 +344,7 @@ func runE(cmd *cobra.Command, streams genericiooptions.IOStreams, f *cmdutil.Fac
 // runner runs CMD and stops it when the lock is lost.
 type runner struct {
 	log   logr.Logger
+	kind  Kind
 	ref   string
 	grace time.Duration
 	// lost: Done closed while CMD ran.
@@ -294,11 +359,11 @@ type exitResult struct {
 
 // run starts CMD, forwards signals to it, stops it if the lock is lost and
 // waits for it. It returns a start error as *cmdutil.ExecError.
-func (r *runner) run(m *lock.Mutex, streams genericiooptions.IOStreams, command []string, sigs <-chan os.Signal, holder string) (*os.ProcessState, error) {
+func (r *runner) run(m cmdutil.Hold, streams genericiooptions.IOStreams, command []string, sigs <-chan os.Signal, holder string, env []string) (*os.ProcessState, error) {
 	child := exec.Command(command[0], command[1:]...)
 	child.Stdin, child.Stdout, child.Stderr = streams.In, streams.Out, streams.ErrOut
-	child.Env = append(os.Environ(),
-		EnvMutex+"="+cmdutil.Ref(m.Namespace(), m.Name()),
+	child.Env = append(append(os.Environ(), env...),
+		r.kind.Env+"="+cmdutil.Ref(m.Namespace(), m.Name()),
 		EnvHolder+"="+holder,
 		EnvToken+"="+strconv.FormatInt(m.Token(), 10),
 	)
@@ -313,7 +378,7 @@ func (r *runner) run(m *lock.Mutex, streams genericiooptions.IOStreams, command 
 	case <-m.Done():
 		// Lost between acquiring and now (force-unlocked at once): CMD
 		// must not start without the lock.
-		return nil, &cmdutil.RuntimeError{Err: fmt.Errorf("mutex %s was lost before the command started; it was not run: %w", r.ref, m.Err())}
+		return nil, &cmdutil.RuntimeError{Err: fmt.Errorf("%s %s was lost before the command started; it was not run: %w", r.kind.Noun, r.ref, m.Err())}
 	default:
 	}
 	started := make(chan error, 1)
@@ -364,7 +429,7 @@ func (r *runner) run(m *lock.Mutex, streams genericiooptions.IOStreams, command 
 				r.lost = &lock.LostError{Namespace: m.Namespace(), Name: m.Name(), Reason: "its hold ended"}
 			}
 			// The reason is said once, in the error run ends with.
-			r.log.Info(fmt.Sprintf("lost mutex %s while the command runs; sending SIGTERM to the command, SIGKILL in %s", r.ref, r.grace))
+			r.log.Info(fmt.Sprintf("lost %s %s while the command runs; sending SIGTERM to the command, SIGKILL in %s", r.kind.Noun, r.ref, r.grace))
 			if err := signalChild(child.Process, ownGroup, syscall.SIGTERM); err != nil {
 				r.log.V(1).Info("SIGTERM to the command failed", "error", err.Error())
 			}
@@ -378,7 +443,7 @@ func (r *runner) run(m *lock.Mutex, streams genericiooptions.IOStreams, command 
 			}
 		case res := <-exited:
 			if ownGroup {
-				// Nothing CMD started may go on working once the mutex is
+				// Nothing CMD started may go on working once the lock is
 				// released: the critical section ends here.
 				_ = signalChild(child.Process, true, syscall.SIGKILL)
 			}
@@ -404,32 +469,32 @@ func lossReason(err error) string {
 }
 
 // lostErr is m's loss, if its hold was lost.
-func lostErr(m *lock.Mutex) error {
+func lostErr(m cmdutil.Hold) error {
 	if err := m.Err(); errors.Is(err, lock.ErrLost) {
 		return err
 	}
 	return nil
 }
 
-// unlock releases the mutex with a fresh context, whatever happened to
+// unlock releases the mutex or slot with a fresh context, whatever happened to
 // koncli's own: CMD has exited. Transient failures are retried for the
 // retry timeout or the grace period, whichever is longer, so that an API
-// server away for a few seconds does not leave the mutex locked.
-func unlock(parent context.Context, m *lock.Mutex, grace time.Duration) error {
+// server away for a few seconds does not leave it held.
+func unlock(parent context.Context, m cmdutil.Hold, grace time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), max(grace, lock.DefaultRetryTimeout))
 	defer cancel()
-	return m.Unlock(ctx)
+	return m.Release(ctx)
 }
 
 // result turns how CMD ended, and how unlocking went, into koncli's error.
-func (r *runner) result(m *lock.Mutex, state *os.ProcessState, runErr, unlockErr error) error {
+func (r *runner) result(m cmdutil.Hold, state *os.ProcessState, runErr, unlockErr error) error {
 	if r.lost != nil {
 		if unlockErr != nil {
 			// Expected: the Lease no longer names this hold.
-			r.log.V(1).Info("unlock after losing the mutex", "result", unlockErr.Error())
+			r.log.V(1).Info("release after the loss", "result", unlockErr.Error())
 		}
 		return &cmdutil.MessageError{
-			Msg: fmt.Sprintf("lost mutex %s while the command ran: %s; its work may have overlapped another holder's", r.ref, lossReason(r.lost)),
+			Msg: fmt.Sprintf("lost %s %s while the command ran: %s; its work may have overlapped another holder's", r.kind.Noun, r.ref, lossReason(r.lost)),
 			Err: r.lost,
 		}
 	}
@@ -437,7 +502,7 @@ func (r *runner) result(m *lock.Mutex, state *os.ProcessState, runErr, unlockErr
 		// CMD did not run (or koncli could not wait for it); the unlock
 		// only cleans up after the acquisition.
 		if unlockErr != nil && !errors.Is(unlockErr, lock.ErrNotHeld) {
-			r.log.Info(fmt.Sprintf("error: unlocking mutex %s failed; it stays locked by %q until unlocked or its TTL runs out: %v", r.ref, m.Holder(), unlockErr))
+			r.log.Info(fmt.Sprintf("error: %s %s %s failed; it stays held by %q until released or its TTL runs out: %v", r.kind.Unlocking, r.kind.Noun, r.ref, m.Holder(), unlockErr))
 		}
 		return runErr
 	}
@@ -445,11 +510,11 @@ func (r *runner) result(m *lock.Mutex, state *os.ProcessState, runErr, unlockErr
 		if errors.Is(unlockErr, lock.ErrNotHeld) {
 			// Lost after CMD had finished: CMD ran entirely under the lock
 			// (Done closes before anyone else may take over).
-			r.log.Info(fmt.Sprintf("mutex %s was lost after the command finished; nothing to unlock: %v", r.ref, unlockErr))
+			r.log.Info(fmt.Sprintf("%s %s was lost after the command finished; nothing to release: %v", r.kind.Noun, r.ref, unlockErr))
 			unlockErr = nil
 		} else {
-			unlockErr = fmt.Errorf("the command finished, but unlocking mutex %s failed; it stays locked by %q until unlocked (koncli mutex unlock %s --holder %q) or its TTL runs out: %w",
-				r.ref, m.Holder(), m.Name(), m.Holder(), unlockErr)
+			unlockErr = fmt.Errorf("the command finished, but %s %s %s failed; it stays held by %q until released (%s %s --holder %q) or its TTL runs out: %w",
+				r.kind.Unlocking, r.kind.Noun, r.ref, m.Holder(), r.kind.Release, m.Name(), m.Holder(), unlockErr)
 		}
 	}
 	ws, _ := state.Sys().(syscall.WaitStatus)
