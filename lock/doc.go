@@ -9,6 +9,15 @@
 //	defer m.Unlock(context.WithoutCancel(ctx))
 //	// or: err := m.With(ctx, func(ctx context.Context) error { ... })
 //
+// A program without a configuration of its own calls New instead, which
+// loads it as kubectl does (KUBECONFIG, ~/.kube/config, else the pod's
+// in-cluster service account) and takes the kubeconfig context's
+// namespace, else the pod's, as the default for NewMutex(""); the
+// konductor SDK's zero-configuration shape:
+//
+//	c, err := lock.New()
+//	m, err := c.NewMutex("", "critical-section")
+//
 // # The mapping
 //
 // A mutex named N in namespace S is the Lease S/N:
@@ -258,6 +267,30 @@
 // before anything is written. A semaphore needs get, list (its slots) and
 // update always, watch to wait without polling, and create and delete for
 // CreateSemaphore, DeleteSemaphore and fair waiting.
+//
+// # Watching
+//
+// Client.Watch and Client.WatchList report a mutex (or every mutex of a
+// namespace) at once and then on every change, without taking it: each
+// write to its Lease, the moment its holder's TTL provably ran out (which
+// no write marks), and a fair mutex's waiters joining and leaving. They
+// cost one watch (two with a fair queue) and no request per change, ride
+// out outages by resuming the watch, and poll without the watch verb.
+// They are what koncli's get -w, list -w and wait are made of.
+//
+// # Observability
+//
+// WithMetrics gives the client a Metrics hook that it calls on every
+// acquisition (by result), wait and hold (their durations), lost hold
+// (by reason), renewal and 409 conflict, and for the holds and waits now
+// in progress; the package depends on no metrics library, and package
+// lockmetrics implements the hook for Prometheus with labels of bounded
+// cardinality. WithEvents (or WithEventRecorder) records Kubernetes
+// Events on the Lease (acquired with its token, released, taken over
+// after a TTL naming the previous holder, force-unlocked, lost), through
+// client-go's event broadcaster and its spam filter; an identity that may
+// not create events records none, after one V(1) log line, and nothing
+// else changes.
 //
 // # Logging
 //
