@@ -121,7 +121,7 @@ down: ## stop the control plane started by make up and remove its state
 	@$(GO) run ./e2e/cmd/controlplane down
 
 e2e-kind: $(BIN)/kind node-images ## e2e tests against a throwaway kind cluster (needs Docker), node tests included
-	KIND=$(BIN)/kind IMAGES="$(IMAGES)/koncli.tar $(IMAGES)/e2e-app.tar $(IMAGES)/example-with.tar" e2e/kind/run.sh $(E2E_TEST)
+	KIND=$(BIN)/kind IMAGES="$(IMAGES)/koncli.tar $(IMAGES)/e2e-app.tar $(IMAGES)/example-with.tar $(IMAGES)/pause.tar" e2e/kind/run.sh $(E2E_TEST)
 
 # The cluster must be named on the command line: an exported KUBECONFIG (a
 # developer's everyday, maybe production, context) is never used implicitly.
@@ -176,7 +176,7 @@ image-docker: ## build the Dockerfile with Docker (BuildKit; pulls golang and di
 # program are our own; containerd, runc and the CNI plugins are Debian's
 # (e2e/node/packages.sh). The images are built like `make image`: the pause
 # image, the app image of the node tests (the koncli image plus their
-# stand-ins for ./migrate and run-daily-job, and busybox's sh for the
+# stand-ins for ./migrate, run-daily-job and maintain-node, and busybox's sh for the
 # lock/unlock CronJob's script), and examples/with.
 NODE_K8S_BINS := $(BIN)/kubelet $(BIN)/kube-controller-manager $(BIN)/kube-scheduler
 BUSYBOX ?= /bin/busybox
@@ -196,7 +196,7 @@ node-images: image ## the images of the node tests into bin/images
 		-add $(IMAGE_ROOT)/pause=/pause -entrypoint /pause -user 65535:65535
 	$(MKIMAGE) -o $(IMAGES)/e2e-app.tar -tag konlease.test/e2e-app:v1 -base $(IMAGES)/koncli.tar -workdir /app \
 		-add $(IMAGE_ROOT)/workload=/app/migrate -add $(IMAGE_ROOT)/workload=/usr/local/bin/run-daily-job \
-		-add $(BUSYBOX)=/bin/sh
+		-add $(IMAGE_ROOT)/workload=/usr/local/bin/maintain-node -add $(BUSYBOX)=/bin/sh
 	$(MKIMAGE) -o $(IMAGES)/example-with.tar -tag konlease.test/example-with:v1 -nonroot \
 		-add $(IMAGE_ROOT)/with=/usr/local/bin/with -entrypoint /usr/local/bin/with
 

@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -129,7 +130,7 @@ func TestExampleDemo(t *testing.T) {
 // `kubectl apply -k examples/rbac` would there, and proves that its
 // ServiceAccount gets exactly the verbs role.yaml grants, and that with them
 // it can do everything package lock does and run the container commands of
-// the example Job and CronJobs.
+// the example Job, CronJobs and DaemonSet.
 func TestExampleRBAC(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
@@ -287,17 +288,22 @@ func exampleRBACLibrary(t *testing.T, cfg *rest.Config, ns string) {
 	}
 }
 
-// exampleRBACCommands runs the container commands of the example Job and
-// CronJobs with the real koncli, as the example ServiceAccount (kubeconfig
-// names it and the namespace, as a pod's in-cluster configuration would),
-// with stand-ins for ./migrate and run-daily-job. A free mutex runs the
+// slotRun is what the stand-in prints when it ran under a slot of the
+// semaphore of examples/daemonset (limit 2: slot 0 or 1).
+var slotRun = regexp.MustCompile(`\(mutex [a-z0-9-]+/node-maintenance, token 1, slot [01]\)`)
+
+// exampleRBACCommands runs the container commands of the example Job,
+// CronJobs and DaemonSet with the real koncli, as the example
+// ServiceAccount (kubeconfig names it and the namespace, as a pod's
+// in-cluster configuration would), with stand-ins for ./migrate,
+// run-daily-job and maintain-node. A free mutex (or semaphore) runs the
 // job; a held one makes the CronJobs skip it.
 func exampleRBACCommands(t *testing.T, kubeconfig, ns string) {
 	koncli := koncliBinary(t)
 	dir := t.TempDir()
 	// The stand-ins say that they ran, and under which lock.
-	const stub = "#!/bin/sh\necho \"ran $0 (mutex ${KONLEASE_MUTEX:-none}, token ${KONLEASE_TOKEN:-none})\"\n"
-	for _, name := range []string{"migrate", "run-daily-job"} {
+	const stub = "#!/bin/sh\necho \"ran $0 (mutex ${KONLEASE_MUTEX:-${KONLEASE_SEMAPHORE:-none}}, token ${KONLEASE_TOKEN:-none}, slot ${KONLEASE_SLOT:-none})\"\n"
+	for _, name := range []string{"migrate", "run-daily-job", "maintain-node"} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(stub), 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -335,12 +341,19 @@ func exampleRBACCommands(t *testing.T, kubeconfig, ns string) {
 	}
 
 	admin := newClient(t, env.Config())
+	// The DaemonSet's semaphore is created beforehand, as its header says.
+	if _, _, err := admin.CreateSemaphore(t.Context(), ns, "node-maintenance", lock.SemaphoreOptions{Limit: 2, TTL: 10 * time.Minute}); err != nil {
+		t.Fatal(err)
+	}
 	containers := exampleContainers(t)
 	for _, c := range containers {
 		t.Run(c.object+"/free", func(t *testing.T) {
 			r := run(t, c.command)
 			r.wantExit(t, 0)
 			r.wantStdout(t, "ran ")
+			if strings.HasPrefix(c.object, "DaemonSet/") && !slotRun.MatchString(r.stdout) {
+				t.Errorf("%s: stdout %q, want maintain-node run in a slot (%s)", r.name, r.stdout, slotRun)
+			}
 		})
 	}
 	// Each CronJob form has its own mutex (their TTLs differ). Held by
@@ -382,6 +395,10 @@ func exampleRBACCommands(t *testing.T, kubeconfig, ns string) {
 	wantExampleUnlocked(t, admin, ns, "db-migration", 1)
 	wantExampleUnlocked(t, admin, ns, "daily-job", 2)
 	wantExampleUnlocked(t, admin, ns, "daily-job-script", 2)
+	// maintain-node ran under a slot, which it gave back.
+	if st, err := admin.GetSemaphore(t.Context(), ns, "node-maintenance"); err != nil || len(st.Holders) != 0 {
+		t.Errorf("node-maintenance after the DaemonSet's command: %+v (%v), want no holder", st, err)
+	}
 }
 
 // TestExampleWorkloads sends every other manifest under examples/ (the Job,
@@ -406,7 +423,7 @@ func TestExampleWorkloads(t *testing.T) {
 			t.Errorf("%s %s: serviceAccountName %q, want %q from examples/rbac", obj.GetKind(), obj.GetName(), got, rbacSA)
 		}
 	}
-	for _, want := range []string{"Job/db-migration", "CronJob/daily-job", "CronJob/daily-job-lock-unlock"} {
+	for _, want := range []string{"Job/db-migration", "CronJob/daily-job", "CronJob/daily-job-lock-unlock", "DaemonSet/node-maintenance"} {
 		if !slices.Contains(seen, want) {
 			t.Errorf("no %s among the example manifests %v", want, seen)
 		}
@@ -437,21 +454,39 @@ func exampleContainers(t *testing.T) []exampleContainer {
 	t.Helper()
 	var out []exampleContainer
 	for _, obj := range exampleWorkloads(t) {
-		containers, _, err := unstructured.NestedSlice(obj.Object, append(podSpecPath(obj), "containers")...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, c := range containers {
-			cm, _ := c.(map[string]any)
-			command, _, err := unstructured.NestedStringSlice(cm, "command")
-			if err != nil || len(command) == 0 {
-				t.Fatalf("%s %s: container without a command of strings: %v", obj.GetKind(), obj.GetName(), err)
+		n := len(out)
+		for _, field := range []string{"initContainers", "containers"} {
+			containers, _, err := unstructured.NestedSlice(obj.Object, append(podSpecPath(obj), field)...)
+			if err != nil {
+				t.Fatal(err)
 			}
-			out = append(out, exampleContainer{object: obj.GetKind() + "/" + obj.GetName(), command: command})
+			for _, c := range containers {
+				cm, _ := c.(map[string]any)
+				command, _, err := unstructured.NestedStringSlice(cm, "command")
+				if err != nil {
+					t.Fatalf("%s %s: a command that is not a list of strings: %v", obj.GetKind(), obj.GetName(), err)
+				}
+				if len(command) == 0 {
+					// Only a stock image's own entrypoint (the DaemonSet's
+					// pause container) runs without a command.
+					if cm["image"] == placeholderImage {
+						t.Fatalf("%s %s: container %v runs the placeholder image without a command", obj.GetKind(), obj.GetName(), cm["name"])
+					}
+					continue
+				}
+				out = append(out, exampleContainer{object: obj.GetKind() + "/" + obj.GetName(), command: command})
+			}
+		}
+		if len(out) == n {
+			t.Fatalf("%s %s: no container runs a command", obj.GetKind(), obj.GetName())
 		}
 	}
 	return out
 }
+
+// placeholderImage is the image that the example manifests name for the
+// user's own (with koncli in it).
+const placeholderImage = "my-app:latest"
 
 // exampleApplier creates example objects as the admin (manifests.Applier).
 type exampleApplier struct{ *manifests.Applier }

@@ -32,8 +32,9 @@ import (
 //     in it (the kustomization's namespace is a placeholder);
 //   - the image: my-app:latest (a placeholder for "your app image with
 //     koncli in it") becomes the node tests' app image, which is the koncli
-//     image of make image plus the stand-ins for ./migrate and
-//     run-daily-job and busybox's sh; with imagePullPolicy Never, because
+//     image of make image plus the stand-ins for ./migrate,
+//     run-daily-job and maintain-node and busybox's sh, and the stock
+//     pause image the node's own; with imagePullPolicy Never, because
 //     nothing can be pulled here and a missing image should fail at once;
 //   - Job names: several copies of the db-migration Job run at once (as
 //     several deploys would start them), so each gets a suffix;
@@ -155,26 +156,46 @@ func example[T any](t *testing.T, path, kind, name string) *T {
 	return nil
 }
 
-// substituteImage replaces the placeholder image in every container.
+// substituteImage replaces the placeholder image in every container and
+// init container, and the stock pause image (the DaemonSet's container
+// that keeps the pod once its step is done) by the node's own.
 func substituteImage(t *testing.T, o *unstructured.Unstructured) {
 	t.Helper()
-	path := append(manifests.PodSpecPath(o), "containers")
-	containers, _, err := unstructured.NestedSlice(o.Object, path...)
-	if err != nil || len(containers) == 0 {
-		t.Fatalf("%s %s: no containers (%v)", o.GetKind(), o.GetName(), err)
-	}
-	for _, c := range containers {
-		cm := c.(map[string]any)
-		if cm["image"] != placeholderImage {
-			t.Fatalf("%s %s: image %v, want the placeholder %s", o.GetKind(), o.GetName(), cm["image"], placeholderImage)
+	n := 0
+	for _, field := range []string{"initContainers", "containers"} {
+		path := append(manifests.PodSpecPath(o), field)
+		containers, _, err := unstructured.NestedSlice(o.Object, path...)
+		if err != nil {
+			t.Fatalf("%s %s: %s: %v", o.GetKind(), o.GetName(), field, err)
 		}
-		cm["image"] = s.images[appArchive]
-		cm["imagePullPolicy"] = string(corev1.PullNever)
+		if len(containers) == 0 {
+			continue
+		}
+		for _, c := range containers {
+			cm := c.(map[string]any)
+			switch cm["image"] {
+			case placeholderImage:
+				cm["image"] = s.images[appArchive]
+				n++
+			case stockPauseImage:
+				cm["image"] = s.images[pauseArchive]
+			default:
+				t.Fatalf("%s %s: image %v, want the placeholder %s", o.GetKind(), o.GetName(), cm["image"], placeholderImage)
+			}
+			cm["imagePullPolicy"] = string(corev1.PullNever)
+		}
+		if err := unstructured.SetNestedSlice(o.Object, containers, path...); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if err := unstructured.SetNestedSlice(o.Object, containers, path...); err != nil {
-		t.Fatal(err)
+	if n == 0 {
+		t.Fatalf("%s %s: no container with the placeholder image %s", o.GetKind(), o.GetName(), placeholderImage)
 	}
 }
+
+// stockPauseImage is the pause image that examples/daemonset names; the
+// node tests run the project's own pause program instead.
+const stockPauseImage = "registry.k8s.io/pause:3.10"
 
 // migrationJob is the db-migration Job of examples/db-migration, named
 // db-migration-SUFFIX.

@@ -24,6 +24,7 @@ const (
 	koncliArchive  = "koncli.tar"
 	appArchive     = "e2e-app.tar"
 	exampleArchive = "example-with.tar"
+	pauseArchive   = "pause.tar"
 )
 
 // suite is the cluster the tests run on, and why they cannot run if so.
@@ -88,7 +89,7 @@ func imageArchives() (map[string]string, error) {
 	}
 	out := map[string]string{}
 	var missing []string
-	for _, a := range []string{koncliArchive, appArchive, exampleArchive} {
+	for _, a := range []string{koncliArchive, appArchive, exampleArchive, pauseArchive} {
 		p := filepath.Join(dir, "images", a)
 		if _, err := os.Stat(p); err != nil {
 			missing = append(missing, p)

@@ -1,7 +1,9 @@
 // Command workload is the node tests' stand-in for the commands that the
-// example manifests run under the mutex: ./migrate in
-// examples/db-migration/job.yaml and run-daily-job in
-// examples/cronjob/cronjob.yaml (the test image has it under both names).
+// example manifests run under a mutex or a semaphore: ./migrate in
+// examples/db-migration/job.yaml, run-daily-job in
+// examples/cronjob/cronjob.yaml and maintain-node in
+// examples/daemonset/daemonset.yaml (the test image has it under all
+// three names).
 // It logs its critical section in the Lease "record-NAME" of its namespace
 // (package e2e/node/record), which the test created, and stays inside as
 // the record says. It talks to the API server with the pod's in-cluster
