@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -339,4 +340,75 @@ func TestSemaphoreRequiredLimit(t *testing.T) {
 	if st, err := c.GetSemaphore(t.Context(), ns, "new"); err != nil || st.Limit != 3 || st.TTL != time.Minute {
 		t.Errorf("created by Acquire: %+v (%v), want limit 3 and TTL 1m", st, err)
 	}
+}
+
+// TestSemaphoreRBAC: without each verb a semaphore's Acquire needs, it
+// fails with an error naming that verb, and changes nothing; without
+// watch, a waiter polls and still gets the slot released.
+func TestSemaphoreRBAC(t *testing.T) {
+	t.Parallel()
+	all := []string{"get", "update", "create", "list", "watch", "delete"}
+	without := func(v string) []string {
+		return slices.DeleteFunc(slices.Clone(all), func(a string) bool { return a == v })
+	}
+	for _, tc := range []struct {
+		verb string
+		fair bool
+	}{
+		{"get", false}, {"list", false}, {"update", false},
+		{"create", true}, {"delete", true},
+	} {
+		name := "without " + tc.verb
+		if tc.fair {
+			name += ", fair"
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			ns := env.Namespace(t)
+			c := newClient(t, env.Config())
+			createSemaphore(t, c, ns, "s", lock.SemaphoreOptions{Limit: 1, Fair: tc.fair})
+			if tc.fair {
+				// A fair waiter queues only when it must wait.
+				h := newSemaphore(t, c, ns, "s", lock.WithHolder("holder"))
+				if err := h.Acquire(t.Context()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			before := leaseVersions(t, ns)
+			limited := newClient(t, env.Identity(t, ns, without(tc.verb)...))
+			s := newSemaphore(t, limited, ns, "s", lock.WithHolder("w"))
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			defer cancel()
+			err := s.Acquire(ctx)
+			if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("%q verb", tc.verb)) {
+				t.Fatalf("Acquire without %q: got %v, want an error naming the verb", tc.verb, err)
+			}
+			t.Logf("without %q: %v", tc.verb, err)
+			expectUnchanged(t, ns, before, "a refused Acquire")
+		})
+	}
+	t.Run("without watch", func(t *testing.T) {
+		t.Parallel()
+		ns := env.Namespace(t)
+		c := newClient(t, env.Config())
+		createSemaphore(t, c, ns, "s", lock.SemaphoreOptions{Limit: 1})
+		h := newSemaphore(t, c, ns, "s", lock.WithHolder("holder"))
+		if err := h.Acquire(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		polling := newClient(t, env.Identity(t, ns, without("watch")...), lock.WithPollInterval(100*time.Millisecond))
+		waiting := make(chan struct{})
+		var once sync.Once
+		w := newSemaphore(t, polling, ns, "s", lock.WithHolder("w"),
+			lock.WithSemaphoreWaitNotify(func(lock.SemaphoreStatus) { once.Do(func() { close(waiting) }) }))
+		got := make(chan error, 1)
+		go func() { got <- w.Acquire(t.Context()) }()
+		<-waiting
+		if err := h.Release(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-got; err != nil {
+			t.Fatalf("polling waiter: %v", err)
+		}
+	})
 }
