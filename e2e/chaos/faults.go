@@ -9,21 +9,37 @@ import (
 	"time"
 )
 
-// The faults and their weights.
-var faultKinds = []struct {
+type faultKind struct {
 	name   string
 	weight int
-}{
+}
+
+// The faults and their weights. In the HA topology "apiserver" and "etcd"
+// crash the whole tier (every API server, every member).
+var faultKinds = []faultKind{
 	{"kill", 4}, {"sigstop", 3}, {"drop", 3}, {"stall", 3}, {"apiserver", 1}, {"etcd", 1},
 }
 
+// haFaultKinds are added in the HA topology (see hafaults.go).
+var haFaultKinds = []faultKind{
+	{"etcd-leader", 2}, {"etcd-follower", 2}, {"etcd-partition", 2}, {"apiserver-one", 3}, {"move", 3},
+}
+
+func (o *orchestrator) kinds() []faultKind {
+	if o.topology == topologyHA {
+		return append(append([]faultKind(nil), faultKinds...), haFaultKinds...)
+	}
+	return faultKinds
+}
+
 func (o *orchestrator) pick() string {
+	kinds := o.kinds()
 	total := 0
-	for _, f := range faultKinds {
+	for _, f := range kinds {
 		total += f.weight
 	}
 	n := o.rng.IntN(total)
-	for _, f := range faultKinds {
+	for _, f := range kinds {
 		if n < f.weight {
 			return f.name
 		}
@@ -41,10 +57,16 @@ func sleep(ctx context.Context, d time.Duration) {
 }
 
 // faults injects faults until ctx ends, one at a time, each ended before the
-// next begins, with a pause of 1 to 4 seconds between them.
+// next begins, with a pause between them: 1 to 4 seconds, or in the HA
+// topology 4 to 10, long enough to see most mutexes acquired again before
+// the next fault (the liveness figure).
 func (o *orchestrator) faults(ctx context.Context) {
+	pause, spread := 1000, 3000
+	if o.topology == topologyHA {
+		pause, spread = 4000, 6000
+	}
 	for {
-		sleep(ctx, time.Duration(1000+o.rng.IntN(3000))*time.Millisecond)
+		sleep(ctx, time.Duration(pause+o.rng.IntN(spread))*time.Millisecond)
 		if ctx.Err() != nil || o.noFaults {
 			if o.noFaults {
 				<-ctx.Done()
@@ -75,6 +97,8 @@ func (o *orchestrator) faults(ctx context.Context) {
 			if err = o.env.KillEtcd(fctx); err == nil {
 				err = o.env.StartEtcd(fctx)
 			}
+		default:
+			err = o.haFault(fctx, kind, &r)
 		}
 		r.Until = now()
 		if err != nil {

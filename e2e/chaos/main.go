@@ -31,6 +31,7 @@ func main() {
 	flag.StringVar(&o.historyDir, "history", "", "keep the history files in this directory (default: a temporary directory, removed)")
 	flag.StringVar(&o.koncli, "koncli", "bin/koncli", "the koncli binary")
 	flag.BoolVar(&o.noFaults, "no-faults", false, "inject no faults")
+	flag.StringVar(&o.topology, "topology", topologySingle, "the control plane: single (one etcd, one kube-apiserver) or ha (three etcd members, two kube-apiservers behind a round-robin balancer)")
 	flag.BoolVar(&o.selfTestNoLock, "selftest-nolock", false, "self-test: add a worker that enters critical sections without the lock; the run must then fail")
 	flag.StringVar(&w.Name, "worker", "", "worker: name")
 	flag.StringVar(&w.Kind, "kind", "", "worker: with, lock, koncli or nolock")

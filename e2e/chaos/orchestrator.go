@@ -58,6 +58,11 @@ type orchestrator struct {
 	koncli         string
 	noFaults       bool
 	selfTestNoLock bool
+	topology       string // topologySingle or topologyHA
+
+	// nextAPIServer is the API server that the next apiserver-one fault
+	// crashes (each in turn).
+	nextAPIServer int
 
 	env    *harness.Env
 	admin  *kubernetes.Clientset
@@ -127,7 +132,15 @@ func (o *orchestrator) run() (code int, err error) {
 
 	// The control plane: always local, since faults need its processes.
 	os.Unsetenv(harness.EnvKubeconfig)
-	o.env, err = harness.Start(ctx, harness.Options{Logf: func(string, ...any) {}})
+	hopts := harness.Options{Logf: func(string, ...any) {}}
+	switch o.topology {
+	case topologySingle:
+	case topologyHA:
+		hopts.HA = &harness.HAOptions{APIServers: 2}
+	default:
+		return 0, fmt.Errorf("unknown topology %q (want %s or %s)", o.topology, topologySingle, topologyHA)
+	}
+	o.env, err = harness.Start(ctx, hopts)
 	if err != nil {
 		return 0, err
 	}
@@ -153,7 +166,7 @@ func (o *orchestrator) run() (code int, err error) {
 		return 0, err
 	}
 
-	o.logf("chaos: seed %d, duration %s, history %s", o.seed, o.duration, o.historyDir)
+	o.logf("chaos: seed %d, duration %s, topology %s, history %s", o.seed, o.duration, o.topology, o.historyDir)
 	for _, cfg := range o.workerConfigs(kubeconfig) {
 		p := &workerProc{cfg: cfg}
 		if err := o.start(p); err != nil {
@@ -162,12 +175,15 @@ func (o *orchestrator) run() (code int, err error) {
 		o.workers = append(o.workers, p)
 	}
 	began := time.Now()
+	runRec := record{Kind: "run", At: now()}
 	runCtx, cancel := context.WithTimeout(ctx, o.duration)
 	o.faults(runCtx)
 	cancel()
 	// Leave the cluster whole: the last fault has ended (faults are
 	// synchronous), so only a stall may still be running out.
 	o.proxy.Stall(0)
+	runRec.Until = now()
+	o.hist.add(runRec)
 	o.stopWorkers()
 	ran := time.Since(began)
 	if err := o.final(ctx); err != nil {
@@ -185,10 +201,16 @@ func (o *orchestrator) run() (code int, err error) {
 	fmt.Printf("chaos run: seed %d, duration %s (workers ran %s), %d workers, history %s\n",
 		o.seed, o.duration, ran.Round(time.Second), len(o.workers), o.historyDir)
 	fmt.Printf("torn history lines (processes killed mid-write): %d\n", torn)
+	targets, kinds := livenessTargets()
+	live := checkLiveness(v, recs, targets, kinds)
 	v.report(os.Stdout)
+	reportLiveness(os.Stdout, live)
 	if n := v.total(); n > 0 {
 		fmt.Printf("FAIL: %d violations\n", n)
 		return 1, nil
+	}
+	if n := v.counts[cLivenessMiss]; n > 0 {
+		fmt.Printf("liveness: %d faults after which a mutex waited longer than its target (reported, not a violation)\n", n)
 	}
 	fmt.Println("PASS: no violations")
 	return 0, nil

@@ -103,6 +103,18 @@ func (e *Env) StartEtcdMember(ctx context.Context, i int) error {
 	})
 }
 
+// WaitEtcdMember waits until etcd member i is healthy (it has a leader),
+// for instance after its partition healed.
+func (e *Env) WaitEtcdMember(ctx context.Context, i int) error {
+	return e.haControl(fmt.Sprintf("wait for etcd-%d", i), i, func() error {
+		if err := checkIndex("etcd member", i, len(e.ha.Members)); err != nil {
+			return err
+		}
+		m := e.ha.Members[i]
+		return e.waitReady(ctx, m.Proc, etcdHealth(m.ClientURL))
+	})
+}
+
 // startEtcdHALocked starts every stopped member together (one alone may
 // lack a quorum), then waits until the running API servers are ready.
 func (e *Env) startEtcdHALocked(ctx context.Context) error {
