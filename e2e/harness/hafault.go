@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"k8s.io/client-go/rest"
 )
 
 // Fault control of the HA topology, one member at a time. On a single
@@ -40,6 +42,35 @@ func (e *Env) Balancer() *Balancer {
 		return nil
 	}
 	return e.ha.balancer
+}
+
+// APIServerConfig returns the admin configuration of kube-apiserver i
+// alone, past the balancer (i is 0 unless HA).
+func (e *Env) APIServerConfig(i int) (*rest.Config, error) {
+	if e.ha == nil {
+		if i != 0 {
+			return nil, checkIndex("kube-apiserver", i, 1)
+		}
+		return e.Config(), nil
+	}
+	if err := checkIndex("kube-apiserver", i, len(e.ha.APIServers)); err != nil {
+		return nil, err
+	}
+	cfg := e.Config()
+	cfg.Host = e.ha.APIServers[i].Host
+	return cfg, nil
+}
+
+// CheckEtcdMember checks once that etcd member i is healthy: it answers
+// and has a leader (a partitioned member soon has none).
+func (e *Env) CheckEtcdMember(ctx context.Context, i int) error {
+	if e.ha == nil {
+		return errNotHA
+	}
+	if err := checkIndex("etcd member", i, len(e.ha.Members)); err != nil {
+		return err
+	}
+	return etcdHealth(e.ha.Members[i].ClientURL)(ctx)
 }
 
 // haControl is control for a fault of the HA topology on member or API
