@@ -22,7 +22,7 @@ var faultKinds = []faultKind{
 
 // haFaultKinds are added in the HA topology (see hafaults.go).
 var haFaultKinds = []faultKind{
-	{"etcd-leader", 2}, {"etcd-follower", 2}, {"etcd-partition", 2}, {"apiserver-one", 3}, {"move", 3},
+	{"etcd-leader", 3}, {"etcd-follower", 3}, {"etcd-partition", 3}, {"apiserver-one", 4}, {"move", 4},
 }
 
 func (o *orchestrator) kinds() []faultKind {
