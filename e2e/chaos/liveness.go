@@ -8,6 +8,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/konlease/konlease/lock"
 )
 
 // livenessSlack is how much longer than its TTL a mutex may go without an
@@ -106,7 +108,11 @@ func livenessTargets() (map[string]time.Duration, map[string]string) {
 	for m, ttl := range mutexTTLs {
 		targets[m], kinds[m] = ttl+livenessSlack, "racing"
 		if fairMutexes[m] {
-			kinds[m] = "fair"
+			// A waiter killed at the head of the queue (or handed the
+			// mutex) is passed over only once its session has expired, a
+			// waiter TTL after its last renewal (package lock's doc), so
+			// the longer of the two bounds the wait.
+			targets[m], kinds[m] = max(ttl, lock.DefaultWaiterTTL)+livenessSlack, "fair"
 		}
 	}
 	for s := range semaphoreLimits {
@@ -133,7 +139,7 @@ func (l *liveness) stats() (p50 time.Duration, worst liveSample) {
 
 // reportLiveness prints the liveness table.
 func reportLiveness(w io.Writer, ls []*liveness) {
-	fmt.Fprintf(w, "liveness (fault end to the next acquisition; target TTL+%s):\n", livenessSlack)
+	fmt.Fprintf(w, "liveness (fault end to the next acquisition; target TTL+%s, fair: the longer of TTL and waiter TTL, +%s):\n", livenessSlack, livenessSlack)
 	fmt.Fprintf(w, "  %-8s %-10s %7s %4s %8s %9s %8s %7s  %s\n", "mutex", "kind", "samples", "cut", "p50", "max", "target", "misses", "worst after")
 	for _, l := range ls {
 		p50, worst := l.stats()

@@ -22,7 +22,7 @@ import (
 
 func main() {
 	var (
-		mode = flag.String("mode", "orchestrate", "orchestrate, or worker and cs (internal)")
+		mode = flag.String("mode", "orchestrate", "orchestrate; check (judge the histories of -history again); worker and cs (internal)")
 		o    orchestrator
 		w    workerConfig
 	)
@@ -49,6 +49,9 @@ func main() {
 	switch *mode {
 	case "orchestrate":
 		code, err = o.run()
+	case "check":
+		// Judge the histories kept by an earlier run (-history DIR) again.
+		code, err = judge(o.historyDir)
 	case "worker":
 		err = runWorker(w)
 	case "cs":

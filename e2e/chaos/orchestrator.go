@@ -193,13 +193,20 @@ func (o *orchestrator) run() (code int, err error) {
 		return 0, ctx.Err()
 	}
 
-	recs, torn, err := readHistories(o.historyDir)
+	fmt.Printf("chaos run: seed %d, duration %s (workers ran %s), topology %s, %d workers, history %s\n",
+		o.seed, o.duration, ran.Round(time.Second), o.topology, len(o.workers), o.historyDir)
+	return judge(o.historyDir)
+}
+
+// judge reads the histories of dir, prints the verdict and returns the
+// exit code: 1 on any violation. -mode check calls it on a kept history,
+// to judge it again with a changed checker.
+func judge(dir string) (int, error) {
+	recs, torn, err := readHistories(dir)
 	if err != nil {
 		return 0, err
 	}
 	v := check(recs, mutexTTLs, fairMutexes, semaphoreLimits)
-	fmt.Printf("chaos run: seed %d, duration %s (workers ran %s), %d workers, history %s\n",
-		o.seed, o.duration, ran.Round(time.Second), len(o.workers), o.historyDir)
 	fmt.Printf("torn history lines (processes killed mid-write): %d\n", torn)
 	targets, kinds := livenessTargets()
 	live := checkLiveness(v, recs, targets, kinds)
