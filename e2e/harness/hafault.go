@@ -73,9 +73,9 @@ func (e *Env) CheckEtcdMember(ctx context.Context, i int) error {
 	return etcdHealth(e.ha.Members[i].ClientURL)(ctx)
 }
 
-// haControl is control for a fault of the HA topology on member or API
-// server i of n.
-func (e *Env) haControl(op string, i int, fn func() error) error {
+// haControl is control for a fault of the HA topology: it fails with
+// errNotHA on a single etcd and kube-apiserver.
+func (e *Env) haControl(op string, fn func() error) error {
 	return e.control(op, func() error {
 		if e.ha == nil {
 			return fmt.Errorf("%s: %w", op, errNotHA)
@@ -94,7 +94,7 @@ func checkIndex(what string, i, n int) error {
 // KillAPIServerN crashes kube-apiserver i with SIGKILL; the balancer's
 // connections to it break and new ones go to the others.
 func (e *Env) KillAPIServerN(ctx context.Context, i int) error {
-	return e.haControl(fmt.Sprintf("kill kube-apiserver-%d", i), i, func() error {
+	return e.haControl(fmt.Sprintf("kill kube-apiserver-%d", i), func() error {
 		if err := checkIndex("kube-apiserver", i, len(e.ha.APIServers)); err != nil {
 			return err
 		}
@@ -105,7 +105,7 @@ func (e *Env) KillAPIServerN(ctx context.Context, i int) error {
 // StartAPIServerN starts kube-apiserver i and waits until it is ready; only
 // then does the balancer send it clients.
 func (e *Env) StartAPIServerN(ctx context.Context, i int) error {
-	return e.haControl(fmt.Sprintf("start kube-apiserver-%d", i), i, func() error {
+	return e.haControl(fmt.Sprintf("start kube-apiserver-%d", i), func() error {
 		if err := checkIndex("kube-apiserver", i, len(e.ha.APIServers)); err != nil {
 			return err
 		}
@@ -115,7 +115,7 @@ func (e *Env) StartAPIServerN(ctx context.Context, i int) error {
 
 // KillEtcdMember crashes etcd member i with SIGKILL.
 func (e *Env) KillEtcdMember(ctx context.Context, i int) error {
-	return e.haControl(fmt.Sprintf("kill etcd-%d", i), i, func() error {
+	return e.haControl(fmt.Sprintf("kill etcd-%d", i), func() error {
 		if err := checkIndex("etcd member", i, len(e.ha.Members)); err != nil {
 			return err
 		}
@@ -126,7 +126,7 @@ func (e *Env) KillEtcdMember(ctx context.Context, i int) error {
 // StartEtcdMember starts etcd member i on its data and waits until it is
 // healthy again (it has rejoined a leader).
 func (e *Env) StartEtcdMember(ctx context.Context, i int) error {
-	return e.haControl(fmt.Sprintf("start etcd-%d", i), i, func() error {
+	return e.haControl(fmt.Sprintf("start etcd-%d", i), func() error {
 		if err := checkIndex("etcd member", i, len(e.ha.Members)); err != nil {
 			return err
 		}
@@ -137,7 +137,7 @@ func (e *Env) StartEtcdMember(ctx context.Context, i int) error {
 // WaitEtcdMember waits until etcd member i is healthy (it has a leader),
 // for instance after its partition healed.
 func (e *Env) WaitEtcdMember(ctx context.Context, i int) error {
-	return e.haControl(fmt.Sprintf("wait for etcd-%d", i), i, func() error {
+	return e.haControl(fmt.Sprintf("wait for etcd-%d", i), func() error {
 		if err := checkIndex("etcd member", i, len(e.ha.Members)); err != nil {
 			return err
 		}
@@ -177,7 +177,7 @@ func (e *Env) EtcdLeader(ctx context.Context) (int, error) {
 		votes = map[string]int{}
 		last  error
 	)
-	err := e.haControl("find the etcd leader", 0, func() error {
+	err := e.haControl("find the etcd leader", func() error {
 		for _, m := range e.ha.Members {
 			id, leader := "", ""
 			if m.Proc.running() {
@@ -251,7 +251,7 @@ func memberStatus(ctx context.Context, clientURL string) (id, leader string, err
 // turn away the connections it makes. Its clients (the API servers) still
 // reach it. HealEtcdMember ends the partition.
 func (e *Env) PartitionEtcdMember(i int) error {
-	return e.haControl(fmt.Sprintf("partition etcd-%d", i), i, func() error {
+	return e.haControl(fmt.Sprintf("partition etcd-%d", i), func() error {
 		if err := checkIndex("etcd member", i, len(e.ha.Members)); err != nil {
 			return err
 		}
@@ -272,7 +272,7 @@ func (e *Env) PartitionEtcdMember(i int) error {
 
 // HealEtcdMember ends a partition of etcd member i (every cut, in fact).
 func (e *Env) HealEtcdMember(i int) error {
-	return e.haControl(fmt.Sprintf("heal etcd-%d", i), i, func() error {
+	return e.haControl(fmt.Sprintf("heal etcd-%d", i), func() error {
 		if e.detached {
 			return errors.New("harness: no peer proxies in a detached control plane")
 		}
