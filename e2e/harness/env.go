@@ -2,11 +2,9 @@ package harness
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -410,23 +408,6 @@ func (e *Env) Components() []Component {
 // names the failing checks rather than quoting the whole report.
 func (e *Env) Ready(ctx context.Context) error { return readyz(ctx, e.client) }
 
-func readyz(ctx context.Context, client kubernetes.Interface) error {
-	body, err := client.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
-	if err == nil {
-		return nil
-	}
-	var failed []string
-	for line := range strings.Lines(string(body)) {
-		if check, ok := strings.CutPrefix(strings.TrimSpace(line), "[-]"); ok {
-			failed = append(failed, check)
-		}
-	}
-	if len(failed) == 0 {
-		return fmt.Errorf("readyz: %w", err)
-	}
-	return fmt.Errorf("readyz: %s", strings.Join(failed, "; "))
-}
-
 // startEtcdLocked starts etcd and waits for it to be healthy.
 func (e *Env) startEtcdLocked(ctx context.Context) error {
 	if err := e.etcd.start(e.detached); err != nil {
@@ -436,34 +417,6 @@ func (e *Env) startEtcdLocked(ctx context.Context) error {
 		return err
 	}
 	return e.waitReady(ctx, e.etcd, etcdHealth(e.etcdURL))
-}
-
-// etcdHealth checks that the etcd member at clientURL is healthy: it
-// answers and, in a cluster, has a leader.
-func etcdHealth(clientURL string) func(context.Context) error {
-	httpClient := &http.Client{Timeout: 2 * time.Second}
-	return func(ctx context.Context) error {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, clientURL+"/health", nil)
-		if err != nil {
-			return err
-		}
-		resp, err := httpClient.Do(req)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		var health struct {
-			Health string `json:"health"`
-			Reason string `json:"reason"`
-		}
-		if err := json.NewDecoder(resp.Body).Decode(&health); err != nil {
-			return fmt.Errorf("decode /health: %w", err)
-		}
-		if resp.StatusCode != http.StatusOK || health.Health != "true" {
-			return fmt.Errorf("/health: %s %q %s", resp.Status, health.Health, health.Reason)
-		}
-		return nil
-	}
 }
 
 // startAPIServerLocked starts kube-apiserver and waits for /readyz.
