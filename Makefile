@@ -111,8 +111,8 @@ lint: $(BIN)/staticcheck ## gofmt, go vet and staticcheck, with and without the 
 	cd tools/mkimage && $(GO) vet ./... && $(BIN)/staticcheck ./...
 	cd tools/krew && $(GO) vet ./... && $(BIN)/staticcheck ./...
 
-up: controlplane $(if $(NODE),node) ## start a local control plane in the background (NODE=1: with a node, as root); prints export KUBECONFIG=...
-	@$(GO) run ./e2e/cmd/controlplane up $(if $(NODE),--node)
+up: controlplane $(if $(NODE),node) ## start a local control plane in the background (NODE=1: with a node, as root; HA=1: 3 etcd members, 2 API servers, a balancer); prints export KUBECONFIG=...
+	@$(GO) run ./e2e/cmd/controlplane up $(if $(NODE),--node)$(if $(HA),--ha)
 
 status: ## show the control plane started by make up
 	@$(GO) run ./e2e/cmd/controlplane status
@@ -218,12 +218,17 @@ bench-quick: controlplane bench-build ## a shorter benchmark for development (un
 # its components) and a proxy in front of it; see e2e/chaos and
 # docs/reliability.md. CHAOS_SEED=0 picks a seed from the time; the run
 # prints it. A short run is part of the e2e suite (e2e/chaos_test.go).
+# CHAOS_TOPOLOGY=ha runs it on the HA topology of make up HA=1 (three etcd
+# members, two API servers behind a round-robin balancer), with its own
+# faults besides (etcd leader and follower crashes, a member partitioned
+# from its peers, each API server crashed in turn, clients moved).
 CHAOS_DURATION ?= 3m
 CHAOS_SEED ?= 0
+CHAOS_TOPOLOGY ?= single
 CHAOS_FLAGS ?=
-chaos: build controlplane ## workers contending under faults for CHAOS_DURATION (3m); fails on any mutual-exclusion violation
+chaos: build controlplane ## workers contending under faults for CHAOS_DURATION (3m; CHAOS_TOPOLOGY=ha: on 3 etcd members, 2 API servers); fails on any mutual-exclusion violation
 	env -u KUBECONFIG -u KONLEASE_E2E_KUBECONFIG $(GO) run ./e2e/chaos -koncli $(BIN)/koncli \
-		-duration $(CHAOS_DURATION) -seed $(CHAOS_SEED) $(CHAOS_FLAGS)
+		-duration $(CHAOS_DURATION) -seed $(CHAOS_SEED) -topology $(CHAOS_TOPOLOGY) $(CHAOS_FLAGS)
 
 clean: ## stop a control plane from make up; remove bin/ and .controlplane/
 	$(GO) run ./e2e/cmd/controlplane down

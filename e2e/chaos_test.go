@@ -21,12 +21,13 @@ import (
 // the long one.
 const chaosDuration = 30 * time.Second
 
-// TestChaos runs the chaos checker (e2e/chaos) twice on control planes of
-// its own: a short run under faults that must find no violation, and a
+// TestChaos runs the chaos checker (e2e/chaos) three times on control
+// planes of its own: a short run under faults on the HA topology and one
+// on a single etcd and API server, which must find no violation, and a
 // self-test in which one worker enters critical sections without the lock,
 // which the checker must report. It is not parallel with the rest of the
-// suite, whose timing tests it would disturb; its two runs are parallel
-// with each other.
+// suite, whose timing tests it would disturb; its last two runs are
+// parallel with each other.
 func TestChaos(t *testing.T) {
 	if !env.Local() {
 		t.Skip("chaos needs a local control plane (it kills and restarts it)")
@@ -57,6 +58,20 @@ func TestChaos(t *testing.T) {
 		t.Logf("chaos %v:\n%s\nstderr:\n%s", args, out.String(), tail(stderr.String(), 40))
 		return out.String(), cmd.ProcessState.ExitCode()
 	}
+	// The HA topology's run comes first, alone: it starts five processes
+	// of control plane and would slow the other two down.
+	t.Run("ha", func(t *testing.T) {
+		out, code := run(t, "-duration", chaosDuration.String(), "-seed", "13", "-topology", "ha")
+		if code != 0 {
+			t.Errorf("chaos run on the HA topology: exit %d, want 0 (no violation)", code)
+		}
+		if n := count(out, "cs"); n < 20 {
+			t.Errorf("critical sections: got %d, want at least 20", n)
+		}
+		if n := count(out, "liveness.samples"); n == 0 {
+			t.Error("liveness.samples: got 0, want some")
+		}
+	})
 	t.Run("faults", func(t *testing.T) {
 		t.Parallel()
 		out, code := run(t, "-duration", chaosDuration.String(), "-seed", "1")

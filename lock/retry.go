@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"strings"
 	"syscall"
 	"time"
 
@@ -27,10 +28,11 @@ const DefaultRetryTimeout = 30 * time.Second
 
 // isTransient reports a failure that a retry may cure: the API server could
 // not be reached or answered that it is overloaded or failing (connection
-// refused, reset or closed under a request (EPIPE), a timeout, 429, 5xx). A refusal on the merits (403,
-// 404, 409, 422) is not transient, and neither is a configuration problem
-// such as an untrusted certificate or an unknown host: retrying those only
-// delays the error. The caller's own context ending is not transient either.
+// refused, reset or closed under a request (EPIPE, or HTTP/2's abort of the
+// requests on a broken connection), a timeout, 429, 5xx). A refusal on the
+// merits (403, 404, 409, 422) is not transient, and neither is a
+// configuration problem such as an untrusted certificate or an unknown
+// host: retrying those only delays the error. The caller's own context ending is not transient either.
 func isTransient(err error) bool {
 	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return false
@@ -51,6 +53,13 @@ func isTransient(err error) bool {
 	// ECONNRESET wrapped beyond what IsConnectionReset unwraps: the server
 	// went away, which is what a retry is for.
 	if errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNABORTED) {
+		return true
+	}
+	// When a write on an HTTP/2 connection fails (the server, or a load
+	// balancer in front of several, closed it), net/http closes the
+	// connection and fails every request still in flight on it with this
+	// error, which it does not export: they got no answer, as with a reset.
+	if strings.Contains(err.Error(), "http2: client connection force closed") {
 		return true
 	}
 	return utilnet.IsConnectionRefused(err) || utilnet.IsConnectionReset(err) ||

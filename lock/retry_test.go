@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -102,5 +105,52 @@ func TestRetrierBudget(t *testing.T) {
 	r.reset()
 	if r.wait(dctx, fail) {
 		t.Error("retried past the context's deadline")
+	}
+}
+
+// TestIsTransientHTTP2ForceClosed: a request in flight on an HTTP/2
+// connection that net/http closes (as it does once a write on it failed,
+// when a load balancer or the API server closed it) fails with an error
+// that net/http does not export. It is transient: the request got no
+// answer. Found by the HA topology's e2e test, whose waiter gave up with
+// it when its connection moved to another API server.
+func TestIsTransientHTTP2ForceClosed(t *testing.T) {
+	entered := make(chan struct{})
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(entered)
+		<-r.Context().Done()
+	}))
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	defer srv.Close()
+	tr := srv.Client().Transport.(*http.Transport)
+	cc, err := tr.NewClientConn(t.Context(), "https", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, srv.URL+"/apis/coordination.k8s.io/v1/namespaces/a/leases/b", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	failed := make(chan error, 1)
+	go func() {
+		resp, err := cc.RoundTrip(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		failed <- err
+	}()
+	<-entered
+	if err := cc.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rtErr := <-failed
+	if rtErr == nil || !strings.Contains(rtErr.Error(), "force closed") {
+		t.Fatalf("request on a closed HTTP/2 connection failed with %v, want net/http's force-closed error", rtErr)
+	}
+	// As client-go returns it: wrapped in a url.Error, then by the library.
+	err = fmt.Errorf("mutex a/b: get lease: %w", &url.Error{Op: "Get", URL: req.URL.String(), Err: rtErr})
+	if !isTransient(err) {
+		t.Errorf("isTransient(%v) = false, want true", err)
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/konlease/konlease/lock"
 )
 
 // verdict is the checker's result: counts by name, and one line per
@@ -36,6 +38,11 @@ const (
 )
 
 var violationNames = []string{vOverlap, vZombieUntold, vToken, vStale, vFinal, vWaitBounds, vEnd, vFIFO, vLimit}
+
+// waiterSlack is how long after a fault of the whole cluster it may still
+// cost a fair waiter its session: the library's default waiter TTL, which
+// the workers use.
+const waiterSlack = lock.DefaultWaiterTTL
 
 func ns(t int64) string { return time.Unix(0, t).UTC().Format("15:04:05.000000") }
 
@@ -103,21 +110,28 @@ func check(recs []record, ttls map[string]time.Duration, fair map[string]bool, l
 // does not acquire before it, unless a fault touched the one queued first
 // while it waited: its process was killed or paused (it was rightly passed
 // over), or the whole cluster was (a dropped or stalled connection, an API
-// server or etcd crash: its session may have expired). Waits that no fault
-// touched are judged; the count of judged pairs says how many.
+// server or etcd crash: its session may have expired). A fault of the
+// whole cluster touches the waits of up to waiterSlack after it ended: a
+// session whose renewals failed during it is declared lost when no renewal
+// has succeeded for a while, by then perhaps after the fault, and its
+// waiters queue anew, at the back (the worker records only the first
+// queueing). Waits that no fault touched are judged; the count of judged
+// pairs says how many.
 func checkFIFO(v *verdict, m string, waits []record, faults []record) {
 	touched := func(a record) bool {
 		for _, f := range faults {
-			if f.At > a.End || f.Until < a.Queued {
+			if f.At > a.End {
 				continue
 			}
 			switch f.Fault {
 			case "kill", "sigstop":
-				if f.Pid == a.Pid {
+				if f.Pid == a.Pid && f.Until >= a.Queued {
 					return true
 				}
 			default:
-				return true
+				if f.Until+int64(waiterSlack) >= a.Queued {
+					return true
+				}
 			}
 		}
 		return false

@@ -103,7 +103,9 @@ func TestCheckFIFO(t *testing.T) {
 		{"the first one's process was paused", []record{a, later, {Kind: "fault", Fault: "sigstop", Pid: 1, At: 4 * s, Until: 6 * s}}, 0},
 		{"another process was paused", []record{a, later, {Kind: "fault", Fault: "sigstop", Pid: 7, At: 4 * s, Until: 6 * s}}, 1},
 		{"the API server crashed meanwhile", []record{a, later, {Kind: "fault", Fault: "apiserver", At: 4 * s, Until: 6 * s}}, 0},
-		{"a fault before the first one queued", []record{a, later, {Kind: "fault", Fault: "drop", At: s / 2, Until: s}}, 1},
+		{"a fault long before the first one queued", []record{a, later, {Kind: "fault", Fault: "drop", At: -20 * s, Until: -19 * s}}, 1},
+		{"the API server crashed shortly before the first one queued (its session may be lost after)", []record{a, later, {Kind: "fault", Fault: "apiserver", At: -2 * s, Until: s}}, 0},
+		{"the first one's process was killed before it queued", []record{a, later, {Kind: "fault", Fault: "kill", Pid: 1, At: s / 2, Until: s}}, 1},
 	} {
 		v := &verdict{counts: map[string]int{}}
 		var waits, faults []record

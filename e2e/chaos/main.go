@@ -22,7 +22,7 @@ import (
 
 func main() {
 	var (
-		mode = flag.String("mode", "orchestrate", "orchestrate, or worker and cs (internal)")
+		mode = flag.String("mode", "orchestrate", "orchestrate; check (judge the histories of -history again); worker and cs (internal)")
 		o    orchestrator
 		w    workerConfig
 	)
@@ -31,6 +31,7 @@ func main() {
 	flag.StringVar(&o.historyDir, "history", "", "keep the history files in this directory (default: a temporary directory, removed)")
 	flag.StringVar(&o.koncli, "koncli", "bin/koncli", "the koncli binary")
 	flag.BoolVar(&o.noFaults, "no-faults", false, "inject no faults")
+	flag.StringVar(&o.topology, "topology", topologySingle, "the control plane: single (one etcd, one kube-apiserver) or ha (three etcd members, two kube-apiservers behind a round-robin balancer)")
 	flag.BoolVar(&o.selfTestNoLock, "selftest-nolock", false, "self-test: add a worker that enters critical sections without the lock; the run must then fail")
 	flag.StringVar(&w.Name, "worker", "", "worker: name")
 	flag.StringVar(&w.Kind, "kind", "", "worker: with, lock, koncli or nolock")
@@ -48,6 +49,9 @@ func main() {
 	switch *mode {
 	case "orchestrate":
 		code, err = o.run()
+	case "check":
+		// Judge the histories kept by an earlier run (-history DIR) again.
+		code, err = judge(o.historyDir)
 	case "worker":
 		err = runWorker(w)
 	case "cs":

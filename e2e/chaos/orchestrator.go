@@ -9,9 +9,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"sort"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -60,6 +58,11 @@ type orchestrator struct {
 	koncli         string
 	noFaults       bool
 	selfTestNoLock bool
+	topology       string // topologySingle or topologyHA
+
+	// nextAPIServer is the API server that the next apiserver-one fault
+	// crashes (each in turn).
+	nextAPIServer int
 
 	env    *harness.Env
 	admin  *kubernetes.Clientset
@@ -129,7 +132,15 @@ func (o *orchestrator) run() (code int, err error) {
 
 	// The control plane: always local, since faults need its processes.
 	os.Unsetenv(harness.EnvKubeconfig)
-	o.env, err = harness.Start(ctx, harness.Options{Logf: func(string, ...any) {}})
+	hopts := harness.Options{Logf: func(string, ...any) {}}
+	switch o.topology {
+	case topologySingle:
+	case topologyHA:
+		hopts.HA = &harness.HAOptions{APIServers: 2}
+	default:
+		return 0, fmt.Errorf("unknown topology %q (want %s or %s)", o.topology, topologySingle, topologyHA)
+	}
+	o.env, err = harness.Start(ctx, hopts)
 	if err != nil {
 		return 0, err
 	}
@@ -155,7 +166,7 @@ func (o *orchestrator) run() (code int, err error) {
 		return 0, err
 	}
 
-	o.logf("chaos: seed %d, duration %s, history %s", o.seed, o.duration, o.historyDir)
+	o.logf("chaos: seed %d, duration %s, topology %s, history %s", o.seed, o.duration, o.topology, o.historyDir)
 	for _, cfg := range o.workerConfigs(kubeconfig) {
 		p := &workerProc{cfg: cfg}
 		if err := o.start(p); err != nil {
@@ -164,12 +175,15 @@ func (o *orchestrator) run() (code int, err error) {
 		o.workers = append(o.workers, p)
 	}
 	began := time.Now()
+	runRec := record{Kind: "run", At: now()}
 	runCtx, cancel := context.WithTimeout(ctx, o.duration)
 	o.faults(runCtx)
 	cancel()
 	// Leave the cluster whole: the last fault has ended (faults are
 	// synchronous), so only a stall may still be running out.
 	o.proxy.Stall(0)
+	runRec.Until = now()
+	o.hist.add(runRec)
 	o.stopWorkers()
 	ran := time.Since(began)
 	if err := o.final(ctx); err != nil {
@@ -179,18 +193,31 @@ func (o *orchestrator) run() (code int, err error) {
 		return 0, ctx.Err()
 	}
 
-	recs, torn, err := readHistories(o.historyDir)
+	fmt.Printf("chaos run: seed %d, duration %s (workers ran %s), topology %s, %d workers, history %s\n",
+		o.seed, o.duration, ran.Round(time.Second), o.topology, len(o.workers), o.historyDir)
+	return judge(o.historyDir)
+}
+
+// judge reads the histories of dir, prints the verdict and returns the
+// exit code: 1 on any violation. -mode check calls it on a kept history,
+// to judge it again with a changed checker.
+func judge(dir string) (int, error) {
+	recs, torn, err := readHistories(dir)
 	if err != nil {
 		return 0, err
 	}
 	v := check(recs, mutexTTLs, fairMutexes, semaphoreLimits)
-	fmt.Printf("chaos run: seed %d, duration %s (workers ran %s), %d workers, history %s\n",
-		o.seed, o.duration, ran.Round(time.Second), len(o.workers), o.historyDir)
 	fmt.Printf("torn history lines (processes killed mid-write): %d\n", torn)
+	targets, kinds := livenessTargets()
+	live := checkLiveness(v, recs, targets, kinds)
 	v.report(os.Stdout)
+	reportLiveness(os.Stdout, live)
 	if n := v.total(); n > 0 {
 		fmt.Printf("FAIL: %d violations\n", n)
 		return 1, nil
+	}
+	if n := v.counts[cLivenessMiss]; n > 0 {
+		fmt.Printf("liveness: %d faults after which a mutex waited longer than its target (reported, not a violation)\n", n)
 	}
 	fmt.Println("PASS: no violations")
 	return 0, nil
@@ -402,137 +429,4 @@ func (o *orchestrator) final(ctx context.Context) error {
 		}
 	}
 	return nil
-}
-
-// The faults and their weights.
-var faultKinds = []struct {
-	name   string
-	weight int
-}{
-	{"kill", 4}, {"sigstop", 3}, {"drop", 3}, {"stall", 3}, {"apiserver", 1}, {"etcd", 1},
-}
-
-func (o *orchestrator) pick() string {
-	total := 0
-	for _, f := range faultKinds {
-		total += f.weight
-	}
-	n := o.rng.IntN(total)
-	for _, f := range faultKinds {
-		if n < f.weight {
-			return f.name
-		}
-		n -= f.weight
-	}
-	panic("unreachable")
-}
-
-// sleep waits d or until ctx ends; the fault schedule's only use of timers.
-func sleep(ctx context.Context, d time.Duration) {
-	select {
-	case <-ctx.Done():
-	case <-time.After(d):
-	}
-}
-
-// faults injects faults until ctx ends, one at a time, each ended before the
-// next begins, with a pause of 1 to 4 seconds between them.
-func (o *orchestrator) faults(ctx context.Context) {
-	for {
-		sleep(ctx, time.Duration(1000+o.rng.IntN(3000))*time.Millisecond)
-		if ctx.Err() != nil || o.noFaults {
-			if o.noFaults {
-				<-ctx.Done()
-			}
-			return
-		}
-		kind := o.pick()
-		// Faults end on their own schedule even when the run ends meanwhile.
-		fctx := context.WithoutCancel(ctx)
-		r := record{Kind: "fault", Fault: kind, At: now()}
-		var err error
-		switch kind {
-		case "kill":
-			err = o.kill(fctx, &r)
-		case "sigstop":
-			err = o.sigstop(fctx, &r)
-		case "drop":
-			r.Holder = fmt.Sprintf("%d connections", o.proxy.Drop())
-		case "stall":
-			d := time.Duration(2000+o.rng.IntN(3000)) * time.Millisecond
-			o.proxy.Stall(d)
-			sleep(fctx, d)
-		case "apiserver":
-			if err = o.env.KillAPIServer(fctx); err == nil {
-				err = o.env.StartAPIServer(fctx)
-			}
-		case "etcd":
-			if err = o.env.KillEtcd(fctx); err == nil {
-				err = o.env.StartEtcd(fctx)
-			}
-		}
-		r.Until = now()
-		if err != nil {
-			r.Error = err.Error()
-			o.logf("fault %s: %v", kind, err)
-		}
-		o.hist.add(r)
-	}
-}
-
-// kill sends SIGKILL to a random worker's process group, frees a mutex
-// without TTL that it held (nobody else ever would), and restarts it.
-func (o *orchestrator) kill(ctx context.Context, r *record) error {
-	p := o.workers[o.rng.IntN(len(o.workers))]
-	r.Pid, r.Worker = p.cmd.Process.Pid, p.cfg.Name
-	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-	<-p.done
-	if p.cfg.TTL == 0 && p.cfg.Kind != "nolock" {
-		// koncli's command dies by its parent-death signal; give it a moment.
-		sleep(ctx, 500*time.Millisecond)
-		prefix := fmt.Sprintf("%s-%d-", p.cfg.Name, p.cmd.Process.Pid)
-		err := retry(ctx, func(ctx context.Context) error {
-			st, err := o.locks.Get(ctx, namespace, p.cfg.Mutex)
-			if err != nil || !strings.HasPrefix(st.Holder, prefix) {
-				return err
-			}
-			_, err = o.locks.ForceUnlock(ctx, namespace, p.cfg.Mutex)
-			if err == nil {
-				r.Holder = st.Holder + " force-unlocked"
-			}
-			return err
-		})
-		if err != nil {
-			return err
-		}
-	}
-	return o.start(p)
-}
-
-// sigstop pauses the holder of a TTL mutex, if a library worker holds one,
-// for longer than the TTL, then lets it run again: it must learn that it
-// lost the lock, and the store must refuse its late writes.
-func (o *orchestrator) sigstop(ctx context.Context, r *record) error {
-	var cands []*workerProc
-	for _, p := range o.workers {
-		if p.cfg.TTL > 0 && (p.cfg.Kind == "with" || p.cfg.Kind == "lock") {
-			cands = append(cands, p)
-		}
-	}
-	sort.Slice(cands, func(i, j int) bool { return cands[i].cfg.Name < cands[j].cfg.Name })
-	p := cands[o.rng.IntN(len(cands))]
-	// Prefer a worker that holds its mutex right now.
-	if st, err := o.locks.Get(ctx, namespace, p.cfg.Mutex); err == nil {
-		for _, q := range cands {
-			if q.cfg.Mutex == p.cfg.Mutex && strings.HasPrefix(st.Holder, fmt.Sprintf("%s-%d-", q.cfg.Name, q.cmd.Process.Pid)) {
-				p = q
-			}
-		}
-	}
-	r.Pid, r.Worker = p.cmd.Process.Pid, p.cfg.Name
-	if err := p.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
-		return err
-	}
-	sleep(ctx, p.cfg.TTL+2*time.Second)
-	return p.cmd.Process.Signal(syscall.SIGCONT)
 }

@@ -45,6 +45,30 @@
 // is pulled: image archives are imported (NodeOptions.Images), the sandbox
 // image being the project's own pause program. It needs root.
 //
+// # HA topology
+//
+// Options.HA starts what production clusters run instead of one etcd and
+// one kube-apiserver: a 3-member etcd cluster (static --initial-cluster on
+// loopback ports), two or three kube-apiservers on it, each with its own
+// port and watch cache, every member in its --etcd-servers, and one
+// ServiceAccount signing key and issuer (a token minted on one works on
+// all), and a round-robin TCP balancer (Balancer) in front of them, which
+// Config and AdminKubeconfig name: each new connection goes to the next API
+// server that accepts it, so that a client's requests and its watch may be
+// served by different ones, as through a cloud load balancer. Each member's
+// peer traffic passes through a proxy of the harness, so that
+// PartitionEtcdMember can cut one member off from its peers, both ways,
+// while its clients still reach it (the connections a member dials are told
+// apart by their sockets' owner in /proc: every member dials from
+// 127.0.0.1). Faults: KillEtcdMember/StartEtcdMember, EtcdLeader,
+// PartitionEtcdMember/HealEtcdMember, KillAPIServerN/StartAPIServerN (the
+// balancer sends a starting API server no client until it is ready, as a
+// health check would), and Balancer().Disable/Drop to move clients to
+// another API server; the calls that name no member (KillEtcd,
+// KillAPIServer, ...) act on the whole tier. With Options.Detach (make up
+// HA=1) the balancer is a process of its own (HAOptions.BalancerCommand)
+// and there are no peer proxies: the members talk directly.
+//
 // # External clusters
 //
 // Options.Kubeconfig, or the environment variable KONLEASE_E2E_KUBECONFIG,

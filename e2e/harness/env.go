@@ -2,11 +2,9 @@ package harness
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -47,19 +45,23 @@ type Env struct {
 	apiserver *process
 	// node is the local node, if Options.Node asked for one.
 	node *node
+	// ha is the HA topology, if Options.HA asked for it; etcd and
+	// apiserver are then nil.
+	ha *haCluster
 }
 
 // state is persisted in Dir so that a detached control plane can be found
 // and stopped by a later process.
 type state struct {
-	Detached   bool     `json:"detached"`
-	Host       string   `json:"host"`
-	CAFile     string   `json:"caFile"`
-	AdminToken string   `json:"adminToken"`
-	EtcdURL    string   `json:"etcdURL"`
-	Etcd       *process `json:"etcd"`
-	APIServer  *process `json:"apiserver"`
-	Node       *node    `json:"node,omitempty"`
+	Detached   bool       `json:"detached"`
+	Host       string     `json:"host"`
+	CAFile     string     `json:"caFile"`
+	AdminToken string     `json:"adminToken"`
+	EtcdURL    string     `json:"etcdURL"`
+	Etcd       *process   `json:"etcd"`
+	APIServer  *process   `json:"apiserver"`
+	Node       *node      `json:"node,omitempty"`
+	HA         *haCluster `json:"ha,omitempty"`
 }
 
 // Start returns a ready Kubernetes API: the external cluster selected by
@@ -145,6 +147,12 @@ func startLocal(ctx context.Context, opts Options) (_ *Env, err error) {
 		}
 	}()
 
+	if opts.HA != nil {
+		if err := e.startHA(ctx, binDir, opts); err != nil {
+			return nil, err
+		}
+		return e, nil
+	}
 	var (
 		p        *pki
 		nodeBins nodeBinaries
@@ -242,30 +250,9 @@ func (e *Env) configure(binDir string, p *pki, opts Options) error {
 		LogPath: filepath.Join(e.dir, "etcd.log"),
 	}
 	e.apiserver = &process{
-		Name:   "kube-apiserver",
-		Binary: filepath.Join(binDir, "kube-apiserver"),
-		Args: append([]string{
-			"--etcd-servers=" + e.etcdURL,
-			"--bind-address=" + address,
-			"--advertise-address=" + address,
-			"--secure-port=" + strconv.Itoa(securePort),
-			// No other apiserver and no Service traffic: do not maintain the
-			// kubernetes Service endpoints.
-			"--endpoint-reconciler-type=none",
-			"--service-cluster-ip-range=" + serviceRange,
-			"--tls-cert-file=" + p.certFile,
-			"--tls-private-key-file=" + p.keyFile,
-			// Unused (certificates are given above) but keeps the default
-			// /var/run/kubernetes out of the picture.
-			"--cert-dir=" + filepath.Join(e.dir, "apiserver-certs"),
-			// Needed by the TokenRequest API, which Identity uses.
-			"--service-account-issuer=" + host,
-			"--service-account-key-file=" + p.saKeyFile,
-			"--service-account-signing-key-file=" + p.saKeyFile,
-			"--authorization-mode=RBAC",
-			"--token-auth-file=" + p.tokenFile,
-			"--profiling=false",
-		}, append(nodeArgs, opts.APIServerArgs...)...),
+		Name:    "kube-apiserver",
+		Binary:  filepath.Join(binDir, "kube-apiserver"),
+		Args:    append(apiServerArgs(p, e.etcdURL, address, securePort, host, serviceRange, filepath.Join(e.dir, "apiserver-certs")), append(nodeArgs, opts.APIServerArgs...)...),
 		LogPath: filepath.Join(e.dir, "kube-apiserver.log"),
 	}
 	e.admin = &rest.Config{
@@ -277,6 +264,34 @@ func (e *Env) configure(binDir string, p *pki, opts Options) error {
 		return fmt.Errorf("admin client: %w", err)
 	}
 	return writeKubeconfigFile(e.kubeconfig, e.admin, "default")
+}
+
+// apiServerArgs is the kube-apiserver command line for one API server on
+// etcdServers (comma-separated), listening on address:securePort, whose
+// ServiceAccount tokens name issuer; certDir is its own.
+func apiServerArgs(p *pki, etcdServers, address string, securePort int, issuer, serviceRange, certDir string) []string {
+	return []string{
+		"--etcd-servers=" + etcdServers,
+		"--bind-address=" + address,
+		"--advertise-address=" + address,
+		"--secure-port=" + strconv.Itoa(securePort),
+		// No Service traffic: do not maintain the kubernetes Service
+		// endpoints (nor, with several API servers, count them).
+		"--endpoint-reconciler-type=none",
+		"--service-cluster-ip-range=" + serviceRange,
+		"--tls-cert-file=" + p.certFile,
+		"--tls-private-key-file=" + p.keyFile,
+		// Unused (certificates are given above) but keeps the default
+		// /var/run/kubernetes out of the picture.
+		"--cert-dir=" + certDir,
+		// Needed by the TokenRequest API, which Identity uses.
+		"--service-account-issuer=" + issuer,
+		"--service-account-key-file=" + p.saKeyFile,
+		"--service-account-signing-key-file=" + p.saKeyFile,
+		"--authorization-mode=RBAC",
+		"--token-auth-file=" + p.tokenFile,
+		"--profiling=false",
+	}
 }
 
 // startAll starts etcd, then kube-apiserver, each waited for.
@@ -322,6 +337,9 @@ func (e *Env) stopAll() error {
 			errs = append(errs, err)
 		}
 	}
+	if e.ha != nil {
+		e.ha.closeNet()
+	}
 	if len(errs) > 0 {
 		return fmt.Errorf("stop control plane: %w", errors.Join(errs...))
 	}
@@ -332,6 +350,9 @@ func (e *Env) stopAll() error {
 // which they depend on each other (stopped in reverse).
 func (e *Env) processesLocked() []*process {
 	all := []*process{e.etcd, e.apiserver}
+	if e.ha != nil {
+		all = e.ha.processes()
+	}
 	if e.node != nil {
 		all = append(all, e.node.ControllerManager, e.node.Scheduler, e.node.Sandbox)
 	}
@@ -385,22 +406,7 @@ func (e *Env) Components() []Component {
 
 // Ready checks once that the API server answers /readyz with 200. The error
 // names the failing checks rather than quoting the whole report.
-func (e *Env) Ready(ctx context.Context) error {
-	body, err := e.client.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
-	if err == nil {
-		return nil
-	}
-	var failed []string
-	for line := range strings.Lines(string(body)) {
-		if check, ok := strings.CutPrefix(strings.TrimSpace(line), "[-]"); ok {
-			failed = append(failed, check)
-		}
-	}
-	if len(failed) == 0 {
-		return fmt.Errorf("readyz: %w", err)
-	}
-	return fmt.Errorf("readyz: %s", strings.Join(failed, "; "))
-}
+func (e *Env) Ready(ctx context.Context) error { return readyz(ctx, e.client) }
 
 // startEtcdLocked starts etcd and waits for it to be healthy.
 func (e *Env) startEtcdLocked(ctx context.Context) error {
@@ -410,29 +416,7 @@ func (e *Env) startEtcdLocked(ctx context.Context) error {
 	if err := e.saveStateLocked(); err != nil {
 		return err
 	}
-	httpClient := &http.Client{Timeout: 2 * time.Second}
-	return e.waitReady(ctx, e.etcd, func(ctx context.Context) error {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.etcdURL+"/health", nil)
-		if err != nil {
-			return err
-		}
-		resp, err := httpClient.Do(req)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		var health struct {
-			Health string `json:"health"`
-			Reason string `json:"reason"`
-		}
-		if err := json.NewDecoder(resp.Body).Decode(&health); err != nil {
-			return fmt.Errorf("decode /health: %w", err)
-		}
-		if resp.StatusCode != http.StatusOK || health.Health != "true" {
-			return fmt.Errorf("/health: %s %q %s", resp.Status, health.Health, health.Reason)
-		}
-		return nil
-	})
+	return e.waitReady(ctx, e.etcd, etcdHealth(e.etcdURL))
 }
 
 // startAPIServerLocked starts kube-apiserver and waits for /readyz.

@@ -10,11 +10,15 @@ import (
 // These calls replace processes under the Env's lock; tests that use them
 // must not share the Env with tests running in parallel.
 
+// In the HA topology, the calls below that name no member act on the whole
+// tier (every kube-apiserver, every etcd member): a full outage of it.
+// Those of ha.go act on one.
+
 // StopAPIServer stops kube-apiserver: SIGTERM, then SIGKILL after
 // Options.StopGrace or when ctx ends.
 func (e *Env) StopAPIServer(ctx context.Context) error {
 	return e.control("stop kube-apiserver", func() error {
-		return e.apiserver.stop(ctx, e.stopGrace)
+		return e.eachAPIServerLocked(func(p *process) error { return p.stop(ctx, e.stopGrace) })
 	})
 }
 
@@ -22,7 +26,17 @@ func (e *Env) StopAPIServer(ctx context.Context) error {
 // It needs etcd to be running to become ready.
 func (e *Env) StartAPIServer(ctx context.Context) error {
 	return e.control("start kube-apiserver", func() error {
-		return e.startAPIServerLocked(ctx)
+		if e.ha == nil {
+			return e.startAPIServerLocked(ctx)
+		}
+		for i, a := range e.ha.APIServers {
+			if !a.Proc.running() {
+				if err := e.startHAAPIServerLocked(ctx, i); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
 	})
 }
 
@@ -30,8 +44,36 @@ func (e *Env) StartAPIServer(ctx context.Context) error {
 // open connections are reset.
 func (e *Env) KillAPIServer(ctx context.Context) error {
 	return e.control("kill kube-apiserver", func() error {
-		return e.apiserver.kill(ctx)
+		return e.eachAPIServerLocked(func(p *process) error { return p.kill(ctx) })
 	})
+}
+
+// eachAPIServerLocked calls fn on kube-apiserver, or on each of the HA
+// topology's.
+func (e *Env) eachAPIServerLocked(fn func(*process) error) error {
+	if e.ha == nil {
+		return fn(e.apiserver)
+	}
+	for _, a := range e.ha.APIServers {
+		if err := fn(a.Proc); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// eachEtcdLocked calls fn on etcd, or on each member of the HA topology's
+// cluster.
+func (e *Env) eachEtcdLocked(fn func(*process) error) error {
+	if e.ha == nil {
+		return fn(e.etcd)
+	}
+	for _, m := range e.ha.Members {
+		if err := fn(m.Proc); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // RestartAPIServer stops and starts kube-apiserver.
@@ -46,7 +88,7 @@ func (e *Env) RestartAPIServer(ctx context.Context) error {
 // need storage.
 func (e *Env) StopEtcd(ctx context.Context) error {
 	return e.control("stop etcd", func() error {
-		return e.etcd.stop(ctx, e.stopGrace)
+		return e.eachEtcdLocked(func(p *process) error { return p.stop(ctx, e.stopGrace) })
 	})
 }
 
@@ -55,6 +97,9 @@ func (e *Env) StopEtcd(ctx context.Context) error {
 // again, so that the next request through the API can succeed.
 func (e *Env) StartEtcd(ctx context.Context) error {
 	return e.control("start etcd", func() error {
+		if e.ha != nil {
+			return e.startEtcdHALocked(ctx)
+		}
 		if err := e.startEtcdLocked(ctx); err != nil {
 			return err
 		}
@@ -69,7 +114,7 @@ func (e *Env) StartEtcd(ctx context.Context) error {
 // seconds for the API server's watch streams; a kill does not.
 func (e *Env) KillEtcd(ctx context.Context) error {
 	return e.control("kill etcd", func() error {
-		return e.etcd.kill(ctx)
+		return e.eachEtcdLocked(func(p *process) error { return p.kill(ctx) })
 	})
 }
 

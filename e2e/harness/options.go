@@ -64,6 +64,9 @@ type Options struct {
 	// rather than on 127.0.0.1. Ignored for an external cluster, which
 	// has its own nodes.
 	Node *NodeOptions
+	// HA, if set, starts the HA topology instead of one etcd and one
+	// kube-apiserver (see HAOptions and the package documentation).
+	HA *HAOptions
 }
 
 func (o Options) logf() func(string, ...any) {

@@ -22,7 +22,9 @@ import (
 //   - Stall holds all traffic for a while (requests time out, renewals come
 //     late);
 //   - Refuse closes the listener, so that new connections are refused, as
-//     when the API server is down; Accept listens again on the same port.
+//     when the API server is down; Accept listens again on the same port;
+//   - Cut closes the connections of chosen clients and turns away their new
+//     ones until Uncut (a network partition of one etcd member's peer links).
 type Proxy struct {
 	addr   string
 	target string
@@ -30,6 +32,8 @@ type Proxy struct {
 	mu         sync.Mutex
 	ln         net.Listener // nil while refusing
 	conns      map[net.Conn]struct{}
+	clients    map[net.Conn]struct{} // the client sides among conns
+	cut        func(client net.Conn) bool
 	stallUntil time.Time
 	closed     bool
 	serving    sync.WaitGroup
@@ -42,7 +46,7 @@ func NewProxy(target string) (*Proxy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("harness: proxy listen: %w", err)
 	}
-	p := &Proxy{addr: ln.Addr().String(), target: target, conns: map[net.Conn]struct{}{}}
+	p := &Proxy{addr: ln.Addr().String(), target: target, conns: map[net.Conn]struct{}{}, clients: map[net.Conn]struct{}{}}
 	p.serve(ln)
 	return p, nil
 }
@@ -84,19 +88,22 @@ func (p *Proxy) serve(ln net.Listener) {
 	}()
 }
 
-func (p *Proxy) track(c net.Conn) bool {
+// track records a new connection pair; false if the proxy is closed or the
+// client is cut off.
+func (p *Proxy) track(client, server net.Conn) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closed {
+	if p.closed || (p.cut != nil && p.cut(client)) {
 		return false
 	}
-	p.conns[c] = struct{}{}
+	p.conns[client], p.conns[server], p.clients[client] = struct{}{}, struct{}{}, struct{}{}
 	return true
 }
 
 func (p *Proxy) untrack(c net.Conn) {
 	p.mu.Lock()
 	delete(p.conns, c)
+	delete(p.clients, c)
 	p.mu.Unlock()
 	_ = c.Close()
 }
@@ -108,7 +115,7 @@ func (p *Proxy) handle(client net.Conn) {
 		_ = client.Close()
 		return
 	}
-	if !p.track(client) || !p.track(server) {
+	if !p.track(client, server) {
 		_ = client.Close()
 		_ = server.Close()
 		return
@@ -174,6 +181,31 @@ func (p *Proxy) Drop() int {
 		_ = c.Close()
 	}
 	return n
+}
+
+// Cut closes the open connections whose client side match selects and turns
+// away new ones that it selects, until Uncut. match runs under the proxy's
+// lock, once per connection.
+func (p *Proxy) Cut(match func(client net.Conn) bool) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cut = match
+	n := 0
+	for c := range p.clients {
+		if match(c) {
+			// The handler's pipes end and untrack both sides.
+			_ = c.Close()
+			n++
+		}
+	}
+	return n
+}
+
+// Uncut lets every client connect again after Cut.
+func (p *Proxy) Uncut() {
+	p.mu.Lock()
+	p.cut = nil
+	p.mu.Unlock()
 }
 
 // Refuse stops listening and drops every open connection: until Accept,

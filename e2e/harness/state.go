@@ -30,7 +30,7 @@ func Attach(dir string, opts Options) (*Env, error) {
 	if err := json.Unmarshal(raw, &st); err != nil {
 		return nil, fmt.Errorf("parse %s: %w", filepath.Join(dir, stateFile), err)
 	}
-	if st.Etcd == nil || st.APIServer == nil {
+	if (st.Etcd == nil || st.APIServer == nil) && st.HA == nil {
 		return nil, fmt.Errorf("%s: incomplete state", filepath.Join(dir, stateFile))
 	}
 	caPEM, err := os.ReadFile(st.CAFile)
@@ -49,11 +49,18 @@ func Attach(dir string, opts Options) (*Env, error) {
 		etcd:       st.Etcd,
 		apiserver:  st.APIServer,
 		node:       st.Node,
+		ha:         st.HA,
 		admin: &rest.Config{
 			Host:            st.Host,
 			BearerToken:     st.AdminToken,
 			TLSClientConfig: rest.TLSClientConfig{CAData: caPEM},
 		},
+	}
+	if e.ha != nil {
+		if err := e.haClients(); err != nil {
+			return nil, err
+		}
+		return e, nil
 	}
 	if e.client, err = kubernetes.NewForConfig(e.Config()); err != nil {
 		return nil, fmt.Errorf("admin client: %w", err)
@@ -71,6 +78,7 @@ func (e *Env) saveStateLocked() error {
 		Etcd:       e.etcd,
 		APIServer:  e.apiserver,
 		Node:       e.node,
+		HA:         e.ha,
 	}
 	raw, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {

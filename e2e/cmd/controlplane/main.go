@@ -5,6 +5,10 @@
 //	controlplane up --node   also a node that runs pods (make up NODE=1;
 //	                         root only), with the image archives of
 //	                         bin/images imported
+//	controlplane up --ha     the HA topology instead (make up HA=1): three
+//	                         etcd members, two kube-apiservers and a
+//	                         round-robin balancer in front of them, run
+//	                         by this command as "balancer" (internal)
 //	controlplane status      show the processes; exit 1 if they run but the API is not ready
 //	controlplane down        stop the processes and remove the state
 //
@@ -15,6 +19,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"log"
@@ -27,13 +32,20 @@ import (
 	"github.com/konlease/konlease/e2e/harness"
 )
 
-const usage = "usage: controlplane up [--node] | status | down"
+const usage = "usage: controlplane up [--node | --ha] | status | down"
 
 func main() {
 	log.SetFlags(0)
 	log.SetPrefix("controlplane: ")
+	if len(os.Args) > 1 && os.Args[1] == "balancer" {
+		if err := balance(os.Args[2:]); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
 	withNode := len(os.Args) == 3 && os.Args[1] == "up" && os.Args[2] == "--node"
-	if len(os.Args) != 2 && !withNode {
+	withHA := len(os.Args) == 3 && os.Args[1] == "up" && os.Args[2] == "--ha"
+	if len(os.Args) != 2 && !withNode && !withHA {
 		fmt.Fprintln(os.Stderr, usage)
 		os.Exit(2)
 	}
@@ -48,7 +60,7 @@ func main() {
 
 	switch os.Args[1] {
 	case "up":
-		err = up(ctx, dir, withNode)
+		err = up(ctx, dir, withNode, withHA)
 	case "down":
 		err = down(dir)
 	case "status":
@@ -67,7 +79,7 @@ func main() {
 // `eval "$(make -s up)"` works.
 var opts = harness.Options{Logf: log.Printf}
 
-func up(ctx context.Context, dir string, withNode bool) error {
+func up(ctx context.Context, dir string, withNode, withHA bool) error {
 	exists, err := harness.StateExists(dir)
 	if err != nil {
 		return err
@@ -98,11 +110,44 @@ func up(ctx context.Context, dir string, withNode bool) error {
 		}
 		o.Node = &harness.NodeOptions{Images: images}
 	}
+	if withHA {
+		// The balancer outlives this command, so it is a process: this
+		// command's own binary, as "balancer".
+		self, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		o.HA = &harness.HAOptions{BalancerCommand: []string{self, "balancer"}}
+	}
 	env, err := harness.Start(ctx, o)
 	if err != nil {
 		return err
 	}
 	printExport(env)
+	return nil
+}
+
+// balance runs the HA topology's balancer until SIGTERM (see up --ha).
+func balance(args []string) error {
+	fs := flag.NewFlagSet("balancer", flag.ContinueOnError)
+	listen := fs.String("listen", "", "host:port to listen on")
+	var backends []string
+	fs.Func("backend", "a kube-apiserver's host:port (repeated)", func(s string) error {
+		backends = append(backends, s)
+		return nil
+	})
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	b, err := harness.NewBalancerOn(*listen, backends...)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	log.Printf("balancer on %s in front of %v", b.Addr(), backends)
+	<-ctx.Done()
 	return nil
 }
 
