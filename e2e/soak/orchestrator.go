@@ -38,6 +38,7 @@ type orchestrator struct {
 	col                              collector
 	marks                            []mark
 	apiSamples                       []procSample
+	loads                            []float64 // the host's 1-minute load average
 	apiSamplesMu                     sync.Mutex
 }
 
@@ -111,7 +112,14 @@ func (o *orchestrator) run() (code int, err error) {
 	if err != nil {
 		return 0, err
 	}
-	defer os.RemoveAll(work)
+	// The workers' logs are kept when the run fails: they say why.
+	defer func() {
+		if code == 0 && err == nil {
+			os.RemoveAll(work)
+		} else {
+			fmt.Fprintf(os.Stderr, "soak: the workers' logs are in %s\n", work)
+		}
+	}()
 	o.logDir = work
 
 	os.Unsetenv(harness.EnvKubeconfig) // always local: it reads the API server's process
@@ -302,11 +310,16 @@ func (o *orchestrator) sampleAPIServer(ctx context.Context) {
 	t := time.NewTicker(o.sample)
 	defer t.Stop()
 	for {
-		if s, err := readProc(o.apiserverPID); err == nil {
-			o.apiSamplesMu.Lock()
+		s, err := readProc(o.apiserverPID)
+		load, lerr := loadAverage()
+		o.apiSamplesMu.Lock()
+		if err == nil {
 			o.apiSamples = append(o.apiSamples, s)
-			o.apiSamplesMu.Unlock()
 		}
+		if lerr == nil {
+			o.loads = append(o.loads, load)
+		}
+		o.apiSamplesMu.Unlock()
 		select {
 		case <-t.C:
 		case <-ctx.Done():

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"slices"
 	"sort"
 	"strconv"
@@ -231,6 +232,18 @@ func (r *report) apiserver() {
 	r.o.apiSamplesMu.Unlock()
 	r.linef("kube-apiserver RSS: %d MiB at start, %d MiB when loaded, %d MiB at end, %d MiB peak",
 		r.marks["start"].proc.rss>>20, r.marks["loaded"].proc.rss>>20, r.marks["end"].proc.rss>>20, peak>>20)
+	r.o.apiSamplesMu.Lock()
+	loads := slices.Clone(r.o.loads)
+	r.o.apiSamplesMu.Unlock()
+	if len(loads) > 0 {
+		var sum float64
+		for _, l := range loads {
+			sum += l
+		}
+		// The host is shared: its load says how much CPU the run had.
+		r.linef("host load average (1 min) during the run: mean %.1f, max %.1f, on %d CPUs",
+			sum/float64(len(loads)), slices.Max(loads), runtime.NumCPU())
+	}
 }
 
 // handoffs reports the handoff latency (from the release of one holder to
@@ -364,7 +377,8 @@ func (r *report) safety(evs []event) {
 	for _, ev := range evs {
 		switch ev.Type {
 		case "lost":
-			r.failf("%s lost %s: %s", ev.Worker, ev.Mutex, ev.Err)
+			r.failf("%s lost %s at %s: %s", ev.Worker, ev.Mutex,
+				time.Duration(ev.T-r.marks["start"].t.UnixNano()).Round(time.Second), ev.Err)
 		case "acquired-while-held":
 			r.failf("%s: waiter %s acquired %s (token %d) while its holder held it", ev.Worker, ev.Holder, ev.Mutex, ev.Token)
 		case "error":
@@ -391,4 +405,17 @@ func seriesLine(samples []event, from int64) string {
 		parts = append(parts, fmt.Sprintf("%.1f: %.1f/%d", time.Duration(ev.T-from).Minutes(), float64(ev.Heap)/(1<<20), ev.Goroutines))
 	}
 	return strings.Join(parts, ", ")
+}
+
+// loadAverage reads the host's 1-minute load average.
+func loadAverage() (float64, error) {
+	raw, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0, err
+	}
+	f := strings.Fields(string(raw))
+	if len(f) == 0 {
+		return 0, fmt.Errorf("malformed /proc/loadavg")
+	}
+	return strconv.ParseFloat(f[0], 64)
 }

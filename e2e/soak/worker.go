@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/go-logr/logr/funcr"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/konlease/konlease/lock"
@@ -147,7 +148,12 @@ func runWorker(w workerConfig) error {
 	if err != nil {
 		return err
 	}
-	c, err := lock.NewForConfig(cfg)
+	// The library's decisions (renewal failures included) go to the
+	// worker's log, which the orchestrator keeps when the run fails.
+	logger := funcr.New(func(prefix, args string) {
+		fmt.Fprintf(os.Stderr, "%s %s %s\n", time.Now().UTC().Format("15:04:05.000"), prefix, args)
+	}, funcr.Options{Verbosity: 1})
+	c, err := lock.NewForConfig(cfg, lock.WithLogger(logger))
 	if err != nil {
 		return err
 	}
@@ -235,22 +241,34 @@ func sample(out *emitter, d time.Duration, stop <-chan struct{}) {
 	}
 }
 
-// hold locks this worker's held mutexes and watches each for loss, which
-// the orchestrator counts as a failure.
+// hold locks this worker's held mutexes, a few at a time, and watches each
+// for loss, which the orchestrator counts as a failure.
 func hold(ctx context.Context, c *lock.Client, w workerConfig, out *emitter, releasing *atomic.Bool) ([]*lock.Mutex, error) {
-	var holds []*lock.Mutex
-	for i := w.Held.Lo; i < w.Held.Hi; i++ {
-		m, err := c.NewMutex(w.Namespace, heldName(i), lock.WithTTL(w.TTL), lock.WithHolder("holder-"+heldName(i)))
+	holds := make([]*lock.Mutex, w.Held.Hi-w.Held.Lo)
+	errs := make([]error, len(holds))
+	var wg sync.WaitGroup
+	slots := make(chan struct{}, 8)
+	for k := range holds {
+		name := heldName(w.Held.Lo + k)
+		m, err := c.NewMutex(w.Namespace, name, lock.WithTTL(w.TTL), lock.WithHolder("holder-"+name))
 		if err != nil {
 			return nil, err
 		}
-		lctx, cancel := context.WithTimeout(ctx, time.Minute)
-		err = m.Lock(lctx)
-		cancel()
-		if err != nil {
-			return nil, fmt.Errorf("lock %s: %w", heldName(i), err)
-		}
-		holds = append(holds, m)
+		slots <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			lctx, cancel := context.WithTimeout(ctx, time.Minute)
+			defer cancel()
+			if err := m.Lock(lctx); err != nil {
+				errs[k] = fmt.Errorf("lock %s: %w", name, err)
+				return
+			}
+			holds[k] = m
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
 	}
 	for _, m := range holds {
 		go func() {
