@@ -35,6 +35,7 @@ func main() {
 	flag.DurationVar(&o.ttl, "ttl", 10*time.Second, "TTL of every mutex")
 	flag.DurationVar(&o.holdFor, "hold-for", 10*time.Millisecond, "length of a handoff critical section")
 	flag.DurationVar(&o.sample, "sample", 5*time.Second, "interval of the workers' heap and goroutine samples")
+	flag.BoolVar(&o.selfTestSteal, "selftest-steal", false, "self-test: force-unlock a held mutex under its holder; the run must then fail")
 	flag.StringVar(&w.Name, "worker", "", "worker: name")
 	flag.StringVar(&w.Kubeconfig, "kubeconfig", "", "worker: kubeconfig")
 	flag.StringVar(&w.Namespace, "namespace", "", "worker: namespace")

@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/konlease/konlease/e2e/harness"
+	"github.com/konlease/konlease/lock"
 )
 
 const namespace = "soak"
@@ -39,6 +40,7 @@ type orchestrator struct {
 	marks                            []mark
 	apiSamples                       []procSample
 	loads                            []float64 // the host's 1-minute load average
+	selfTestSteal                    bool
 	apiSamplesMu                     sync.Mutex
 }
 
@@ -164,7 +166,8 @@ func (o *orchestrator) run() (code int, err error) {
 		func() error { return o.await(ctx, "ready", 5*time.Minute) },
 		func() error { o.mark(ctx, "loaded"); return o.send("pause") },
 		func() error { return o.await(ctx, "paused", 2*time.Minute) },
-		func() error { o.mark(ctx, "quiet-start"); return o.wait(ctx, quiet) },
+		func() error { o.mark(ctx, "quiet-start"); return o.steal(ctx) },
+		func() error { return o.wait(ctx, quiet) },
 		func() error { o.mark(ctx, "quiet-end"); return o.send("resume") },
 		func() error { o.mark(ctx, "loaded-start"); return o.wait(ctx, loaded) },
 		func() error { o.mark(ctx, "end"); return o.send("stop") },
@@ -326,4 +329,19 @@ func (o *orchestrator) sampleAPIServer(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// steal, in the self-test, force-unlocks a held mutex under its holder: the
+// run must then fail, which shows that it sees a lost hold.
+func (o *orchestrator) steal(ctx context.Context) error {
+	if !o.selfTestSteal {
+		return nil
+	}
+	c, err := lock.NewForConfig(o.env.Config())
+	if err != nil {
+		return err
+	}
+	o.logf("self-test: force-unlocking %s", heldName(0))
+	_, err = c.ForceUnlock(ctx, namespace, heldName(0))
+	return err
 }
