@@ -374,13 +374,27 @@ func median(v []float64) float64 {
 // safety fails the run on any hold lost or duplicated and any error.
 func (r *report) safety(evs []event) {
 	counts := map[string]int{}
+	// A waiter may take a held mutex over once its holder has lost it (and
+	// been told, which is a failure of its own); before that, two held it.
+	lostAt := map[string]int64{}
+	for _, ev := range evs {
+		if ev.Type == "lost" {
+			if t, ok := lostAt[ev.Mutex]; !ok || ev.T < t {
+				lostAt[ev.Mutex] = ev.T
+			}
+		}
+	}
 	for _, ev := range evs {
 		switch ev.Type {
 		case "lost":
 			r.failf("%s lost %s at %s: %s", ev.Worker, ev.Mutex,
 				time.Duration(ev.T-r.marks["start"].t.UnixNano()).Round(time.Second), ev.Err)
 		case "acquired-while-held":
-			r.failf("%s: waiter %s acquired %s (token %d) while its holder held it", ev.Worker, ev.Holder, ev.Mutex, ev.Token)
+			if t, ok := lostAt[ev.Mutex]; ok && t <= ev.T {
+				r.failf("%s: waiter %s took %s over (token %d) after its holder lost it", ev.Worker, ev.Holder, ev.Mutex, ev.Token)
+			} else {
+				r.failf("%s: waiter %s acquired %s (token %d) while its holder still held it: held twice", ev.Worker, ev.Holder, ev.Mutex, ev.Token)
+			}
 		case "error":
 			r.failf("%s: %s %s", ev.Worker, ev.Mutex, ev.Err)
 		case "ready":
