@@ -24,7 +24,7 @@ CONTROLPLANE_BINS := $(BIN)/kube-apiserver $(BIN)/etcd
 # environment also keeps CLIs started by tests from finding an ambient one.
 E2E_TEST := env -u KUBECONFIG $(GO) test -race -tags e2e -count=1 -timeout $(E2E_TIMEOUT) ./e2e/...
 
-.PHONY: help build controlplane tools unit fuzz e2e test lint up down status e2e-kind e2e-cluster demo image image-docker node node-packages node-images bench bench-build bench-quick chaos clean
+.PHONY: help build controlplane tools unit fuzz e2e test lint up down status e2e-kind e2e-cluster demo image image-docker node node-packages node-images bench bench-build bench-quick chaos soak clean
 
 help: ## list targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -229,6 +229,17 @@ CHAOS_FLAGS ?=
 chaos: build controlplane ## workers contending under faults for CHAOS_DURATION (3m; CHAOS_TOPOLOGY=ha: on 3 etcd members, 2 API servers); fails on any mutual-exclusion violation
 	env -u KUBECONFIG -u KONLEASE_E2E_KUBECONFIG $(GO) run ./e2e/chaos -koncli $(BIN)/koncli \
 		-duration $(CHAOS_DURATION) -seed $(CHAOS_SEED) -topology $(CHAOS_TOPOLOGY) $(CHAOS_FLAGS)
+
+# The soak starts its own control plane (it reads its API server's process)
+# and puts it under sustained load from SOAK_WORKERS processes; see
+# e2e/soak and docs/soak.md. SOAK_FLAGS scales it (-held, -waiters, ...).
+# A one-minute, smaller run is part of the e2e suite (e2e/soak_test.go).
+SOAK_DURATION ?= 5m
+SOAK_WORKERS ?= 4
+SOAK_FLAGS ?=
+soak: controlplane ## sustained load on one API server for SOAK_DURATION (5m): requests/s, CPU, memory, heap, goroutines, handoff latency; fails on a lost or duplicated hold or a leak
+	env -u KUBECONFIG -u KONLEASE_E2E_KUBECONFIG $(GO) run ./e2e/soak \
+		-duration $(SOAK_DURATION) -workers $(SOAK_WORKERS) $(SOAK_FLAGS)
 
 clean: ## stop a control plane from make up; remove bin/ and .controlplane/
 	$(GO) run ./e2e/cmd/controlplane down

@@ -53,7 +53,11 @@ func WithEvents() ClientOption {
 type eventSink struct {
 	rec         events.EventRecorder
 	broadcaster events.EventBroadcaster // owned (WithEvents); nil otherwise
-	stop        sync.Once
+	// cancel stops the owned broadcaster's recording goroutines, which its
+	// Shutdown leaves running (client-go stops them only with the context
+	// given to StartRecordingToSinkWithContext).
+	cancel context.CancelFunc
+	stop   sync.Once
 	// recorded and written count the events recorded and those the owned
 	// broadcaster has written (or dropped as a repeat): close waits for
 	// the difference, so that a short-lived process loses none.
@@ -72,7 +76,13 @@ func newEventSink(cfg *rest.Config, c *Client) (*eventSink, error) {
 	e := &eventSink{}
 	sink := &quietSink{EventSinkImpl: events.EventSinkImpl{Interface: cs}, c: c, written: &e.written}
 	e.broadcaster = events.NewBroadcaster(sink)
-	e.broadcaster.StartRecordingToSink(make(chan struct{})) // stopped by Shutdown
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := e.broadcaster.StartRecordingToSinkWithContext(ctx); err != nil {
+		cancel()
+		e.broadcaster.Shutdown()
+		return nil, fmt.Errorf("lock.NewForConfig: start recording events: %w", err)
+	}
+	e.cancel = cancel
 	// The broadcaster names the instance after the controller and the host.
 	e.rec = e.broadcaster.NewRecorder(scheme.Scheme, EventReportingController)
 	return e, nil
@@ -92,6 +102,7 @@ func (e *eventSink) close() {
 			time.Sleep(10 * time.Millisecond) // polls the broadcaster's goroutines, which say nothing
 		}
 		e.broadcaster.Shutdown()
+		e.cancel()
 	})
 }
 

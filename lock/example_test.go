@@ -123,6 +123,7 @@ func ExampleSemaphore_TryAcquire() {
 
 	a, _ := c.NewSemaphore("default", "builds", lock.WithHolder("ci-1"))
 	_ = a.TryAcquire(ctx)
+	defer a.Release(ctx) // stops the renewal of ci-1's hold
 	b, _ := c.NewSemaphore("default", "builds", lock.WithHolder("ci-2"))
 	err := b.TryAcquire(ctx)
 	fmt.Println(errors.Is(err, lock.ErrLocked))

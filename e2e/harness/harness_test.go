@@ -27,7 +27,8 @@ const childModeEnv = "KONLEASE_HARNESS_TEST_CHILD"
 func TestMain(m *testing.M) {
 	switch os.Getenv(childModeEnv) {
 	case "":
-		os.Exit(m.Run())
+		code := m.Run()
+		os.Exit(reportLeaks(code))
 	case "exit":
 		fmt.Println("child started")
 		os.Exit(3)

@@ -34,7 +34,8 @@ const (
 )
 
 // Main runs a test package against an Env: it starts the Env, stores it in
-// *env, runs the tests and stops the Env. Use it from TestMain:
+// *env, runs the tests and stops the Env; a passing run then fails if
+// goroutines are left (see LeakOptions). Use it from TestMain:
 //
 //	var env *harness.Env
 //
@@ -74,7 +75,7 @@ func Main(m *testing.M, opts Options, env **Env) int {
 			code = 1
 		}
 	}
-	return code
+	return reportLeaks(code)
 }
 
 // Namespace creates a fresh, uniquely named namespace and deletes it when the
