@@ -19,6 +19,11 @@ func LeakOptions() []goleak.Option {
 		// thread for the life of the process, on purpose: Pdeathsig fires
 		// when the forking thread ends (see startOnLockedThread).
 		goleak.IgnoreAnyFunction("github.com/konlease/konlease/e2e/harness.startOnLockedThread.func1.1"),
+		// The node tests' clients (the suite's shared clientset among them)
+		// keep idle HTTP/2 connections to the API server until the process
+		// exits; the e2e package's TestNoGoroutineLeft checks connection
+		// clean-up where it matters, around each operation.
+		goleak.IgnoreAnyFunction("golang.org/x/net/http2.(*ClientConn).readLoop"),
 	}
 }
 
