@@ -13,8 +13,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/konlease/konlease/e2e/harness"
 )
 
 // chaosDuration is the short chaos run of the e2e suite; `make chaos` runs
@@ -32,16 +30,8 @@ func TestChaos(t *testing.T) {
 	if !env.Local() {
 		t.Skip("chaos needs a local control plane (it kills and restarts it)")
 	}
-	root, err := harness.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(t.TempDir(), "chaos")
-	build := exec.CommandContext(t.Context(), "go", "build", "-o", bin, "./e2e/chaos")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./e2e/chaos: %v\n%s", err, out)
-	}
+	root := exampleRoot(t)
+	bin := filepath.Join(buildPackages(t, "./e2e/chaos"), "chaos")
 	koncli := koncliBinary(t)
 	run := func(t *testing.T, args ...string) (string, int) {
 		ctx, cancel := context.WithTimeout(t.Context(), chaosDuration+3*time.Minute)

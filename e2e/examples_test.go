@@ -547,15 +547,24 @@ func exampleRoot(t *testing.T) string {
 // go build, as a user would, and returns the directory.
 func buildExamples(t *testing.T, names ...string) string {
 	t.Helper()
+	var pkgs []string
+	for _, n := range names {
+		pkgs = append(pkgs, "./examples/"+n)
+	}
+	return buildPackages(t, pkgs...)
+}
+
+// buildPackages builds the main packages pkgs (relative to the repository)
+// into a directory of the test's, and returns it: each program is there
+// under its package's name.
+func buildPackages(t *testing.T, pkgs ...string) string {
+	t.Helper()
 	goTool, err := exec.LookPath("go")
 	if err != nil {
-		t.Fatalf("the examples are built with the go command: %v", err)
+		t.Fatalf("the test's programs are built with the go command: %v", err)
 	}
 	dir := t.TempDir()
-	args := []string{"build", "-o", dir + string(filepath.Separator)}
-	for _, n := range names {
-		args = append(args, "./examples/"+n)
-	}
+	args := append([]string{"build", "-o", dir + string(filepath.Separator)}, pkgs...)
 	cmd := exec.CommandContext(t.Context(), goTool, args...)
 	cmd.Dir = exampleRoot(t)
 	if out, err := cmd.CombinedOutput(); err != nil {

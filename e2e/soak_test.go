@@ -11,8 +11,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/konlease/konlease/e2e/harness"
 )
 
 // TestSoak runs the soak (e2e/soak) on control planes of its own: a
@@ -26,16 +24,8 @@ func TestSoak(t *testing.T) {
 	if !env.Local() {
 		t.Skip("the soak needs a local control plane (it reads the API server's process)")
 	}
-	root, err := harness.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(t.TempDir(), "soak")
-	build := exec.CommandContext(t.Context(), "go", "build", "-o", bin, "./e2e/soak")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./e2e/soak: %v\n%s", err, out)
-	}
+	root := exampleRoot(t)
+	bin := filepath.Join(buildPackages(t, "./e2e/soak"), "soak")
 	run := func(t *testing.T, args ...string) (string, int) {
 		ctx, cancel := context.WithTimeout(t.Context(), 6*time.Minute)
 		defer cancel()

@@ -39,11 +39,8 @@ const (
 const DefaultGracePeriod = 10 * time.Second
 
 type flagpole struct {
-	holder  string
-	timeout string
-	ttl     string
-	grace   string
-	busy    cmdutil.BusyFlags
+	cmdutil.AcquireFlags
+	grace string
 	// kindOpts turns the kind's own flags into options (Kind.AddFlags).
 	kindOpts func() ([]lock.Option, error)
 }
@@ -112,10 +109,10 @@ func New(streams genericiooptions.IOStreams, f *cmdutil.Factory, k Kind) *cobra.
 			return runE(cmd, streams, f, k, flags, args[0], args[1:])
 		},
 	}
-	cmd.Flags().StringVar(&flags.holder, "holder", "", "holder identity (default: the host name, koncli's process id and a random suffix)")
-	cmd.Flags().StringVar(&flags.timeout, "timeout", "", fmt.Sprintf(`how long to wait for the %s, a Go duration ("30s"); 0: one attempt; default: wait until acquired`, k.Noun))
-	cmd.Flags().StringVar(&flags.ttl, "ttl", "", fmt.Sprintf(`the TTL the %s must have, from 1s to 8760h: a missing one is created with it, one with another TTL is refused; default: its own TTL`, k.Noun))
-	flags.busy.AddFlags(cmd, k.Busy)
+	cmd.Flags().StringVar(&flags.Holder, "holder", "", "holder identity (default: the host name, koncli's process id and a random suffix)")
+	cmd.Flags().StringVar(&flags.Timeout, "timeout", "", fmt.Sprintf(`how long to wait for the %s, a Go duration ("30s"); 0: one attempt; default: wait until acquired`, k.Noun))
+	cmd.Flags().StringVar(&flags.TTL, "ttl", "", fmt.Sprintf(`the TTL the %s must have, from 1s to 8760h: a missing one is created with it, one with another TTL is refused; default: its own TTL`, k.Noun))
+	flags.Busy.AddFlags(cmd, k.Busy)
 	if k.AddFlags != nil {
 		flags.kindOpts = k.AddFlags(cmd)
 	}
@@ -267,11 +264,7 @@ func runE(cmd *cobra.Command, streams genericiooptions.IOStreams, f *cmdutil.Fac
 	if err := cmdutil.ValidateName(name); err != nil {
 		return err
 	}
-	holder, err := cmdutil.Holder(flags.holder, cmd.Flags().Changed("holder"), runSuffix())
-	if err != nil {
-		return err
-	}
-	wait, err := cmdutil.WaitFromFlag(flags.timeout, cmd.Flags().Changed("timeout"))
+	a, err := flags.Parse(cmd, runSuffix())
 	if err != nil {
 		return err
 	}
@@ -279,18 +272,7 @@ func runE(cmd *cobra.Command, streams genericiooptions.IOStreams, f *cmdutil.Fac
 	if err != nil {
 		return err
 	}
-	busyCode, err := flags.busy.ExitCode(cmd)
-	if err != nil {
-		return err
-	}
-	opts := []lock.Option{lock.WithHolder(holder)}
-	if cmd.Flags().Changed("ttl") {
-		d, err := cmdutil.ParseTTL(flags.ttl)
-		if err != nil {
-			return err
-		}
-		opts = append(opts, lock.WithRequiredTTL(d))
-	}
+	holder, wait, busyCode, opts := a.Holder, a.Wait, a.BusyCode, a.Options
 	if flags.kindOpts != nil {
 		more, err := flags.kindOpts()
 		if err != nil {

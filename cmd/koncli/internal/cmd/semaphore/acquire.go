@@ -23,11 +23,8 @@ const (
 )
 
 type acquireFlags struct {
-	holder  string
-	timeout string
-	ttl     string
-	limit   limitFlag
-	busy    cmdutil.BusyFlags
+	cmdutil.AcquireFlags
+	limit limitFlag
 }
 
 // NewAcquireCommand returns 'koncli semaphore acquire'.
@@ -111,11 +108,11 @@ Exit status:
 			return acquireE(cmd, streams, f, flags, args[0])
 		},
 	}
-	cmd.Flags().StringVar(&flags.holder, "holder", "", "holder identity (default: the host name; in a pod, the pod name)")
-	cmd.Flags().StringVar(&flags.timeout, "timeout", "", `how long to wait, a Go duration ("30s"); 0: one attempt; default: wait until acquired`)
-	cmd.Flags().StringVar(&flags.ttl, "ttl", "", `the TTL the semaphore must have, from 1s to 8760h: a missing one is created with it (with --limit), one with another TTL is refused; default: its own TTL`)
+	cmd.Flags().StringVar(&flags.Holder, "holder", "", "holder identity (default: the host name; in a pod, the pod name)")
+	cmd.Flags().StringVar(&flags.Timeout, "timeout", "", `how long to wait, a Go duration ("30s"); 0: one attempt; default: wait until acquired`)
+	cmd.Flags().StringVar(&flags.TTL, "ttl", "", `the TTL the semaphore must have, from 1s to 8760h: a missing one is created with it (with --limit), one with another TTL is refused; default: its own TTL`)
 	flags.limit.add(cmd)
-	flags.busy.AddFlags(cmd, cmdutil.BusySemaphore)
+	flags.Busy.AddFlags(cmd, cmdutil.BusySemaphore)
 	return cmd
 }
 
@@ -123,27 +120,13 @@ func acquireE(cmd *cobra.Command, streams genericiooptions.IOStreams, f *cmdutil
 	if err := cmdutil.ValidateName(name); err != nil {
 		return err
 	}
-	holder, err := cmdutil.Holder(flags.holder, cmd.Flags().Changed("holder"), "")
+	a, err := flags.Parse(cmd, "")
 	if err != nil {
 		return err
 	}
-	wait, err := cmdutil.WaitFromFlag(flags.timeout, cmd.Flags().Changed("timeout"))
-	if err != nil {
-		return err
-	}
-	busyCode, err := flags.busy.ExitCode(cmd)
-	if err != nil {
-		return err
-	}
+	holder := a.Holder
 	// The process exits right after acquiring: nobody is left to renew.
-	opts := []lock.Option{lock.WithHolder(holder), lock.WithoutRenewal()}
-	if cmd.Flags().Changed("ttl") {
-		d, err := cmdutil.ParseTTL(flags.ttl)
-		if err != nil {
-			return err
-		}
-		opts = append(opts, lock.WithRequiredTTL(d))
-	}
+	opts := append(a.Options, lock.WithoutRenewal())
 	more, err := flags.limit.options(cmd)
 	if err != nil {
 		return err
@@ -156,9 +139,9 @@ func acquireE(cmd *cobra.Command, streams genericiooptions.IOStreams, f *cmdutil
 	ctx, stop := cmdutil.SignalContext(cmd.Context())
 	defer stop()
 	log := f.Logger()
-	s, err := acquire(ctx, log, c, ns, name, wait, opts...)
+	s, err := acquire(ctx, log, c, ns, name, a.Wait, opts...)
 	if err != nil {
-		return cmdutil.Busy(err, busyCode)
+		return cmdutil.Busy(err, a.BusyCode)
 	}
 	token, slot := s.Token(), s.Slot()
 	if token == 0 {

@@ -1,7 +1,6 @@
 package semaphore
 
 import (
-	"errors"
 	"fmt"
 	"strings"
 
@@ -63,24 +62,10 @@ Exit status:
 			if err != nil {
 				return err
 			}
-			log := f.Logger()
-			var errs []error
-			for _, name := range names {
-				ref := cmdutil.Ref(ns, name)
+			return cmdutil.DeleteEach(f.Logger(), "semaphore", ns, names, flags.ignoreNotFound, func(name string) (string, error) {
 				st, err := c.DeleteSemaphore(cmd.Context(), ns, name, flags.force)
-				switch {
-				case err == nil:
-					log.Info(deletedSemaphore(ref, st))
-				case flags.ignoreNotFound && errors.Is(err, lock.ErrNotFound):
-					log.V(1).Info("semaphore does not exist; nothing to delete", "semaphore", ref)
-				default:
-					errs = append(errs, err)
-				}
-			}
-			if len(errs) > 0 {
-				return &cmdutil.RuntimeError{Err: errors.Join(errs...)}
-			}
-			return nil
+				return deletedSemaphore(cmdutil.Ref(ns, name), st), err
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&flags.force, "force", false, "delete a semaphore even if slots are held, evicting their holders")

@@ -1,7 +1,6 @@
 package semaphore
 
 import (
-	"errors"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -69,27 +68,11 @@ Exit status:
 			if err != nil {
 				return err
 			}
-			var (
-				items []lock.SemaphoreStatus
-				errs  []error
-			)
-			for _, name := range names {
-				st, err := c.GetSemaphore(cmd.Context(), ns, name)
-				if err != nil {
-					errs = append(errs, err)
-					continue
-				}
-				items = append(items, st)
-			}
-			if len(items) > 0 || len(errs) == 0 {
-				if err := printer.PrintSemaphores(streams.Out, items, len(names) == 1, time.Now()); err != nil {
-					return err
-				}
-			}
-			if len(errs) > 0 {
-				return &cmdutil.RuntimeError{Err: errors.Join(errs...)}
-			}
-			return nil
+			return cmdutil.GetEach(names, func(name string) (lock.SemaphoreStatus, error) {
+				return c.GetSemaphore(cmd.Context(), ns, name)
+			}, func(items []lock.SemaphoreStatus) error {
+				return printer.PrintSemaphores(streams.Out, items, len(names) == 1, time.Now())
+			})
 		},
 	}
 	print.AddFlags(cmd)

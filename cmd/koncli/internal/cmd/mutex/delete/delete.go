@@ -2,7 +2,6 @@
 package delete
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -81,26 +80,10 @@ func runE(cmd *cobra.Command, f *cmdutil.Factory, flags *flagpole, names []strin
 	if err != nil {
 		return err
 	}
-	log := f.Logger()
-	var errs []error
-	for _, name := range names {
-		ref := cmdutil.Ref(ns, name)
+	return cmdutil.DeleteEach(f.Logger(), "mutex", ns, names, flags.ignoreNotFound, func(name string) (string, error) {
 		st, err := c.Delete(cmd.Context(), ns, name, lock.DeleteOptions{Force: flags.force})
-		switch {
-		case err == nil:
-			log.Info(deleted(ref, st))
-		case flags.ignoreNotFound && errors.Is(err, lock.ErrNotFound):
-			log.V(1).Info("mutex does not exist; nothing to delete", "mutex", ref)
-		default:
-			errs = append(errs, err)
-		}
-	}
-	// A locked mutex refused is a refusal to delete, not the "not
-	// acquired" of lock and run: every failure here is exit 1.
-	if len(errs) > 0 {
-		return &cmdutil.RuntimeError{Err: errors.Join(errs...)}
-	}
-	return nil
+		return deleted(cmdutil.Ref(ns, name), st), err
+	})
 }
 
 // deleted says what was deleted, and whom that evicted.

@@ -3,7 +3,6 @@ package get
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -109,27 +108,11 @@ func runE(cmd *cobra.Command, streams genericiooptions.IOStreams, f *cmdutil.Fac
 	if err != nil {
 		return err
 	}
-	var (
-		items []lock.Status
-		errs  []error
-	)
-	for _, name := range names {
-		st, err := c.Get(cmd.Context(), ns, name)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		items = append(items, st)
-	}
-	if len(items) > 0 || len(errs) == 0 {
-		if err := printer.Print(streams.Out, items, len(names) == 1, time.Now()); err != nil {
-			return err
-		}
-	}
-	if len(errs) > 0 {
-		return &cmdutil.RuntimeError{Err: errors.Join(errs...)}
-	}
-	return nil
+	return cmdutil.GetEach(names, func(name string) (lock.Status, error) {
+		return c.Get(cmd.Context(), ns, name)
+	}, func(items []lock.Status) error {
+		return printer.Print(streams.Out, items, len(names) == 1, time.Now())
+	})
 }
 
 // watch is get -w: one NAME, printed on every change.

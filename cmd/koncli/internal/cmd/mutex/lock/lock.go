@@ -15,10 +15,7 @@ import (
 )
 
 type flagpole struct {
-	holder  string
-	timeout string
-	ttl     string
-	busy    cmdutil.BusyFlags
+	cmdutil.AcquireFlags
 }
 
 // NewCommand returns the lock command.
@@ -130,10 +127,10 @@ Exit status:
 			return runE(cmd, streams, f, flags, args[0])
 		},
 	}
-	cmd.Flags().StringVar(&flags.holder, "holder", "", "holder identity (default: the host name; in a pod, the pod name)")
-	cmd.Flags().StringVar(&flags.timeout, "timeout", "", `how long to wait, a Go duration ("30s"); 0: one attempt; default: wait until acquired`)
-	cmd.Flags().StringVar(&flags.ttl, "ttl", "", `the TTL the mutex must have, from 1s to 8760h: a missing mutex is created with it, one with another TTL is refused; default: the mutex's own TTL`)
-	flags.busy.AddFlags(cmd, cmdutil.BusyMutex)
+	cmd.Flags().StringVar(&flags.Holder, "holder", "", "holder identity (default: the host name; in a pod, the pod name)")
+	cmd.Flags().StringVar(&flags.Timeout, "timeout", "", `how long to wait, a Go duration ("30s"); 0: one attempt; default: wait until acquired`)
+	cmd.Flags().StringVar(&flags.TTL, "ttl", "", `the TTL the mutex must have, from 1s to 8760h: a missing mutex is created with it, one with another TTL is refused; default: the mutex's own TTL`)
+	flags.Busy.AddFlags(cmd, cmdutil.BusyMutex)
 	return cmd
 }
 
@@ -141,28 +138,14 @@ func runE(cmd *cobra.Command, streams genericiooptions.IOStreams, f *cmdutil.Fac
 	if err := cmdutil.ValidateName(name); err != nil {
 		return err
 	}
-	holder, err := cmdutil.Holder(flags.holder, cmd.Flags().Changed("holder"), "")
+	a, err := flags.Parse(cmd, "")
 	if err != nil {
 		return err
 	}
-	wait, err := cmdutil.WaitFromFlag(flags.timeout, cmd.Flags().Changed("timeout"))
-	if err != nil {
-		return err
-	}
-	busyCode, err := flags.busy.ExitCode(cmd)
-	if err != nil {
-		return err
-	}
+	holder := a.Holder
 	// The process exits right after locking, so nobody is left to renew:
 	// a TTL counts from the acquisition.
-	opts := []lock.Option{lock.WithHolder(holder), lock.WithoutRenewal()}
-	if cmd.Flags().Changed("ttl") {
-		d, err := cmdutil.ParseTTL(flags.ttl)
-		if err != nil {
-			return err
-		}
-		opts = append(opts, lock.WithRequiredTTL(d))
-	}
+	opts := append(a.Options, lock.WithoutRenewal())
 	ns, c, err := f.Target()
 	if err != nil {
 		return err
@@ -170,9 +153,9 @@ func runE(cmd *cobra.Command, streams genericiooptions.IOStreams, f *cmdutil.Fac
 	ctx, stop := cmdutil.SignalContext(cmd.Context())
 	defer stop()
 	log := f.Logger()
-	m, err := cmdutil.Acquire(ctx, log, c, ns, name, wait, opts...)
+	m, err := cmdutil.Acquire(ctx, log, c, ns, name, a.Wait, opts...)
 	if err != nil {
-		return cmdutil.Busy(err, busyCode)
+		return cmdutil.Busy(err, a.BusyCode)
 	}
 	token := m.Token()
 	if token == 0 {
