@@ -38,13 +38,23 @@ func testLogger() logr.Logger {
 	}, funcr.Options{Verbosity: level})
 }
 
-// newClient returns a lock.Client for cfg with the test logger.
+// newClient returns a lock.Client for cfg with the test logger, closed when
+// the test ends (after the mutexes of newMutex are released): its fair
+// waiters' sessions are deleted rather than left to linger for a waiter
+// TTL, renewing.
 func newClient(t testing.TB, cfg *rest.Config, opts ...lock.ClientOption) *lock.Client {
 	t.Helper()
 	c, err := lock.NewForConfig(cfg, append([]lock.ClientOption{lock.WithLogger(testLogger())}, opts...)...)
 	if err != nil {
 		t.Fatalf("lock.NewForConfig: %v", err)
 	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := c.Close(ctx); err != nil {
+			t.Errorf("closing the lock client: %v", err)
+		}
+	})
 	return c
 }
 

@@ -191,7 +191,13 @@
 // a handoff to it that landed meanwhile is passed on to the next waiter,
 // or released. A handoff that lands after that read (the releaser had not
 // yet seen the deletion) goes unconfirmed and runs out after the session
-// TTL: a delay for the next waiter, never a second holder.
+// TTL: a delay for the next waiter, never a second holder. An entry whose
+// deletion fails (the API server unreachable as the waiter leaves) would
+// stay live with its session, and the waiters behind it would wait for it:
+// the session's keeper deletes it after each renewal until that succeeds.
+// A waiter whose session is lost (a renewal could not be confirmed in
+// time) leaves the same way before it queues again under a new session,
+// since the old one may still look live to others until it runs out.
 //
 // A client that knows nothing of queues (an older konlease, kubectl edit)
 // writes the mutex conditionally like everyone else: it can take a free

@@ -35,6 +35,9 @@ type waiter struct {
 	view *queueView
 	// acquired: the hold now owns own and sess.
 	acquired bool
+	// passOnHandoff passes on what a releaser handed to the entry named,
+	// which no longer waits: the mutex (nil), or a semaphore's slots.
+	passOnHandoff func(ctx context.Context, entry string)
 }
 
 // acquireFair is Lock or TryLock on the fair mutex r, just read.
@@ -314,7 +317,7 @@ func (w *waiter) follow(ctx context.Context, pred *entry) error {
 			return ctx.Err()
 		case <-w.sess.lostC():
 			stop()
-			w.dropEntry() // dead to others: queue again
+			w.requeue(ctx) // dead to others: queue again
 			return nil
 		case <-pollC:
 			stop()
@@ -379,7 +382,7 @@ func (w *waiter) atHead(ctx context.Context) (acquired bool, err error) {
 		}
 		select {
 		case <-a.interrupt:
-			w.dropEntry()
+			w.requeue(ctx)
 			return false, nil
 		default:
 		}
@@ -490,9 +493,9 @@ func (w *waiter) claimOn(ctx context.Context, m *Mutex, r *record) (done bool, n
 	return false, nil, err
 }
 
-// leave ends a call that did not acquire: it deletes the entry, then passes
-// on a handoff that reached the entry meanwhile. Every request is bounded
-// by the cleanup timeout, whatever ctx says.
+// leave ends a call that did not acquire: it gives up its entry. Its
+// requests share the call's cleanup budget (acquirer.cleanupCtx), whatever
+// ctx says.
 func (w *waiter) leave(ctx context.Context) {
 	if w.acquired {
 		return
@@ -503,21 +506,51 @@ func (w *waiter) leave(ctx context.Context) {
 	if w.own == nil {
 		return
 	}
-	m, c := w.m, w.m.c
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cleanupTimeout)
+	cctx, cancel := w.a.cleanupCtx(ctx)
 	defer cancel()
-	own := w.own
-	if err := c.deleteExact(cctx, own.lease); err != nil {
-		m.log.Info("leaving the queue failed; the entry stays until this process's session expires", "entry", own.lease.Name, "error", err.Error())
+	w.abandonEntry(cctx)
+}
+
+// requeue gives up the entry of a call whose session was lost, so that it
+// can queue again under a new one. The old session may still look live to
+// others (its last renewal landed, but the answer was lost): until it runs
+// out, a releaser could hand the mutex to the old entry, which nobody
+// would claim.
+func (w *waiter) requeue(ctx context.Context) {
+	cctx, cancel := w.a.cleanupCtx(ctx)
+	defer cancel()
+	w.abandonEntry(cctx)
+}
+
+// abandonEntry deletes this call's entry and forgets it, then passes on a
+// handoff that reached the entry meanwhile. A handoff that lands after
+// that (the releaser had not yet seen the deletion) goes unconfirmed and
+// runs out: a delay for the next waiter, never a second holder. An entry
+// whose deletion fails is left to the session's keeper: while the session
+// lives, so does the entry, and everyone behind it would wait for it.
+func (w *waiter) abandonEntry(ctx context.Context) {
+	m, own, sess := w.m, w.own, w.sess
+	if err := m.c.deleteExact(ctx, own.lease); err != nil {
+		m.log.Info("leaving the queue failed; the entry is deleted at the session's next renewal", "entry", own.lease.Name, "error", err.Error())
+		sess.orphan(own.lease)
 	}
 	w.dropEntry()
-	r, err := m.get(cctx)
-	if err != nil || r.handoff == nil || r.handoff.entry != own.lease.Name || r.holder != m.holder {
+	if w.passOnHandoff != nil {
+		w.passOnHandoff(ctx, own.lease.Name)
 		return
 	}
-	// Handed to this call as it left: pass it on.
-	if err := m.passOn(cctx, r, own.lease.Name); err != nil {
-		m.log.Info("passing on a handoff that came as this waiter left failed; it runs out unconfirmed", "error", err.Error())
+	m.passOnHandoff(ctx, own.lease.Name)
+}
+
+// passOnHandoff passes on the mutex if it was handed to entry, which no
+// longer waits: to the next live waiter, or free.
+func (m *Mutex) passOnHandoff(ctx context.Context, entry string) {
+	r, err := m.get(ctx)
+	if err != nil || r.handoff == nil || r.handoff.entry != entry || r.holder != m.holder {
+		return
+	}
+	if err := m.passOn(ctx, r, entry); err != nil {
+		m.log.Info("passing on a handoff to a waiter that no longer waits failed; it runs out unconfirmed", "error", err.Error())
 	}
 }
 

@@ -87,7 +87,8 @@ func (m *Mutex) deleteEntry(ctx context.Context, own *entry, sess *ownSession) {
 		err := m.c.deleteExact(cctx, own.lease)
 		if err == nil || !rt.wait(cctx, err) {
 			if err != nil {
-				m.log.Info("deleting this holder's queue entry failed; it stays until its session expires", "entry", own.lease.Name, "error", err.Error())
+				m.log.Info("deleting this holder's queue entry failed; it is deleted at the session's next renewal", "entry", own.lease.Name, "error", err.Error())
+				sess.orphan(own.lease)
 			}
 			break
 		}

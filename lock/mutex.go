@@ -17,8 +17,9 @@ import (
 )
 
 // DefaultCleanupTimeout bounds the requests that clean up after a Lock whose
-// own context has ended: settling a write whose outcome is unknown, and
-// releasing what it took.
+// own context has ended: settling a write whose outcome is unknown,
+// releasing what it took, and leaving a fair mutex's queue. They share it,
+// so Lock returns at most this long after its context ends.
 const DefaultCleanupTimeout = 10 * time.Second
 
 // Option configures a Mutex.
@@ -72,7 +73,7 @@ func WithRetryTimeout(d time.Duration) Option { return func(m *Mutex) { m.retryT
 func WithoutRenewal() Option { return func(m *Mutex) { m.renew = false } }
 
 // WithCleanupTimeout bounds the requests made after the caller's context
-// ended (see DefaultCleanupTimeout).
+// ended, all of them together (see DefaultCleanupTimeout).
 func WithCleanupTimeout(d time.Duration) Option { return func(m *Mutex) { m.cleanupTimeout = d } }
 
 // WithWaitNotify sets a function that Lock calls, on its own goroutine, when
@@ -341,7 +342,10 @@ func (m *Mutex) Status() (Status, bool) {
 // Lock acquires the mutex, waiting as long as ctx allows; a context deadline
 // is the lock timeout. It creates the mutex if it does not exist. If ctx
 // ends first, the error matches ErrLocked (it is a *LockedError naming the
-// holder) and wraps ctx's error, and no lock is left behind.
+// holder) and wraps ctx's error, and no lock is left behind: the requests
+// that make sure of it (releasing what an unanswered write may have taken,
+// leaving a fair mutex's queue) share one cleanup timeout
+// (WithCleanupTimeout), so Lock returns at most that long after ctx ends.
 //
 // Waiting costs one watch on the Lease: an Unlock wakes the waiter within
 // one watch event, and the waiter takes the mutex with one write. A TTL

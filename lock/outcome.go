@@ -49,7 +49,7 @@ type attempt struct {
 // took effect and the caller has given up, the lock is released again, so
 // that a cancelled Lock never leaves a lock behind.
 func (m *Mutex) resolve(ctx context.Context, a *acquirer, p attempt) (bool, *record, error) {
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cleanupTimeout)
+	cctx, cancel := a.cleanupCtx(ctx)
 	defer cancel()
 	r, err := m.get(cctx)
 	if errors.Is(err, ErrNotFound) {
@@ -85,7 +85,7 @@ func (m *Mutex) abandon(ctx context.Context, a *acquirer) error {
 		return nil
 	}
 	a.unknown = nil
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cleanupTimeout)
+	cctx, cancel := a.cleanupCtx(ctx)
 	defer cancel()
 	rt := newRetrier(m.c.clock, m.log, m.cleanupTimeout, "releasing an acquisition made while giving up")
 	for {

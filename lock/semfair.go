@@ -14,16 +14,8 @@ func (s *Semaphore) acquireFair(ctx context.Context, wait bool, sem *semaphore, 
 	a := &acquirer{m: s.tmpl, wait: wait, retry: s.tmpl.newRetrier("acquiring the semaphore")}
 	defer a.stop()
 	w := &waiter{m: s.tmpl, a: a, ours: func(*record) bool { return false }}
-	defer func() {
-		if w.acquired {
-			return
-		}
-		own := w.own
-		w.leave(ctx)
-		if own != nil {
-			s.passOnHandoffs(ctx, own.lease.Name, -1)
-		}
-	}()
+	w.passOnHandoff = func(ctx context.Context, entry string) { s.passOnHandoffs(ctx, entry, -1) }
+	defer w.leave(ctx)
 	for {
 		q, err := s.c.listQueue(ctx, s.namespace, s.name)
 		if err != nil {
@@ -117,6 +109,9 @@ func (s *Semaphore) takeFree(ctx context.Context, w *waiter, slots []*record) (b
 		sa := &acquirer{m: h, retry: h.newRetrier("acquiring the semaphore")}
 		done, _, err := h.take(ctx, sa, r, w.previous(r))
 		h.joining = nil
+		if w.a.cleanupBy.IsZero() {
+			w.a.cleanupBy = sa.cleanupBy // one cleanup budget per call
+		}
 		if done {
 			w.acquired = true
 			s.mu.Lock()
@@ -146,7 +141,7 @@ func (s *Semaphore) atHead(ctx context.Context, w *waiter, sem *semaphore) (bool
 	for {
 		select {
 		case <-w.sess.lostC():
-			w.dropEntry()
+			w.requeue(ctx)
 			return false, nil
 		default:
 		}
@@ -169,7 +164,9 @@ func (s *Semaphore) atHead(ctx context.Context, w *waiter, sem *semaphore) (bool
 				s.cur = h
 				s.mu.Unlock()
 				// A second releaser may have handed this waiter a slot too.
-				s.passOnHandoffs(ctx, w.own.lease.Name, r.slot)
+				cctx, cancel := w.a.cleanupCtx(ctx)
+				s.passOnHandoffs(cctx, w.own.lease.Name, r.slot)
+				cancel()
 				return true, nil
 			}
 		}
@@ -190,9 +187,7 @@ func (s *Semaphore) atHead(ctx context.Context, w *waiter, sem *semaphore) (bool
 // name and that this handle does not keep (keep: that slot, -1: none),
 // with one conditional write each: to the next waiter, or free.
 func (s *Semaphore) passOnHandoffs(ctx context.Context, entry string, keep int) {
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.tmpl.cleanupTimeout)
-	defer cancel()
-	slots, _, err := s.c.listSlots(cctx, s.namespace, s.name)
+	slots, _, err := s.c.listSlots(ctx, s.namespace, s.name)
 	if err != nil {
 		return
 	}
@@ -200,7 +195,7 @@ func (s *Semaphore) passOnHandoffs(ctx context.Context, entry string, keep int) 
 		if r.slot == keep || r.handoff == nil || r.handoff.entry != entry || r.holder != s.tmpl.holder {
 			continue
 		}
-		if err := s.slot(r.slot).passOn(cctx, r, entry); err != nil {
+		if err := s.slot(r.slot).passOn(ctx, r, entry); err != nil {
 			s.log.Info("passing on a slot handed to a waiter that no longer waits failed; it runs out unconfirmed", "slot", r.slot, "error", err.Error())
 		}
 	}

@@ -86,6 +86,10 @@ type ownSession struct {
 	// order lists the keys of sent, oldest first.
 	order []string
 	users int
+	// orphans are entries under this session whose deletion failed. A live
+	// session keeps them live, and everyone queued behind one would wait
+	// for as long as the session lives: the keeper deletes them.
+	orphans []*coordinationv1.Lease
 	// idle is when users last dropped to zero.
 	idle time.Time
 	// lost is closed when the session was found deleted or expired: the
@@ -194,6 +198,39 @@ func (s *ownSession) sentOf(name, rv string) (time.Time, bool) {
 	return t, ok
 }
 
+// orphan hands the keeper an entry of this session that could not be
+// deleted: it tries again after each renewal. An orphan of a session that
+// is then lost or removed dies with it.
+func (s *ownSession) orphan(l *coordinationv1.Lease) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.orphans = append(s.orphans, l)
+}
+
+// deleteOrphans tries once to delete each orphan, within d.
+func (s *ownSession) deleteOrphans(ctx context.Context, d time.Duration) {
+	s.mu.Lock()
+	todo := s.orphans
+	s.orphans = nil
+	s.mu.Unlock()
+	if len(todo) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	var left []*coordinationv1.Lease
+	for _, l := range todo {
+		if err := s.c.deleteExact(ctx, l); err != nil {
+			left = append(left, l)
+			continue
+		}
+		s.c.log.V(1).Info("deleted a queue entry left behind", "namespace", s.namespace, "entry", l.Name)
+	}
+	s.mu.Lock()
+	s.orphans = append(s.orphans, left...)
+	s.mu.Unlock()
+}
+
 // lostC is closed when the session is lost.
 func (s *ownSession) lostC() <-chan struct{} {
 	s.mu.Lock()
@@ -212,8 +249,8 @@ func (s *ownSession) release() {
 	c.sessions.mu.Unlock()
 }
 
-// keep renews the session every third of its TTL and deletes it once it
-// has been unused for a TTL. A renewal that finds the session gone, or
+// keep renews the session every third of its TTL, deleting the orphans
+// after each renewal, and deletes it once it has been unused for a TTL. A renewal that finds the session gone, or
 // cannot succeed before the session could have expired, ends it: lost
 // closes, and the next user creates a new one.
 func (s *ownSession) keep(ctx context.Context) {
@@ -246,6 +283,7 @@ func (s *ownSession) keep(ctx context.Context) {
 			s.mu.Unlock()
 			return
 		}
+		s.deleteOrphans(ctx, ttl.RenewInterval(d))
 	}
 }
 

@@ -206,6 +206,27 @@ type acquirer struct {
 	// unknown is an acquiring write of this call whose outcome is not
 	// known yet; nil if none.
 	unknown *attempt
+	// cleanupBy ends the requests made after the caller's context ended
+	// (zero until the first of them).
+	cleanupBy time.Time
+}
+
+// cleanupCtx is the context of requests that must be made whatever ctx
+// says: releasing what an unanswered write may have taken, leaving the
+// queue. Once ctx has ended they share one budget of the cleanup timeout,
+// counted from the first of them, so that Lock returns at most that long
+// after its context ends however many of them it makes; before, each gets
+// the cleanup timeout of its own.
+func (a *acquirer) cleanupCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	if ctx.Err() == nil {
+		return context.WithTimeout(context.WithoutCancel(ctx), a.m.cleanupTimeout)
+	}
+	if a.cleanupBy.IsZero() {
+		// Real time, as the caller's context counts it: a.m.c.clock may be
+		// a fake or skewed one (WithClock).
+		a.cleanupBy = time.Now().Add(a.m.cleanupTimeout)
+	}
+	return context.WithDeadline(context.WithoutCancel(ctx), a.cleanupBy)
 }
 
 // observe notes that r was seen now and returns when its version was first

@@ -46,6 +46,8 @@ func TestCheckCatchesViolations(t *testing.T) {
 		{"lost acknowledged write", []record{write(2, 12, 2, "accepted", "c")}, vFinal},
 		{"unknown write applied last", []record{write(2, 12, 2, "unknown", "b2")}, ""},
 		{"timed out early", []record{{Kind: "wait", Start: 0, End: 1 * s, Timeout: 5 * s, Result: "timeout"}}, vWaitBounds},
+		{"timed out late", []record{{Kind: "wait", Start: 0, End: 5*s + int64(waitOvershoot) + 1, Timeout: 5 * s, Result: "timeout"}}, vWaitBounds},
+		{"timed out, then cleaned up", []record{{Kind: "wait", Start: 0, End: 5*s + int64(waitOvershoot), Timeout: 5 * s, Result: "timeout"}}, ""},
 		{"still locked", []record{{Kind: "end", Mutex: "m", Phase: "Locked", Value: "b", RV: 11}}, vEnd},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
