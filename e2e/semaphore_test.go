@@ -383,6 +383,10 @@ func TestSemaphoreRBAC(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("%q verb", tc.verb)) {
 				t.Fatalf("Acquire without %q: got %v, want an error naming the verb", tc.verb, err)
 			}
+			// It speaks of the semaphore, never of a mutex (a slot is not one).
+			if msg := err.Error(); strings.Contains(msg, "mutex "+ns) || !strings.Contains(msg, "semaphore "+ns+"/s") && !strings.Contains(msg, "fair mutex or semaphore") {
+				t.Errorf("Acquire without %q: %v, want it to name semaphore %s/s and no mutex", tc.verb, err, ns)
+			}
 			t.Logf("without %q: %v", tc.verb, err)
 			expectUnchanged(t, ns, before, "a refused Acquire")
 		})

@@ -250,11 +250,28 @@ func (c *Client) create(ctx context.Context, l *coordinationv1.Lease) (*coordina
 // refusal names the verb that is missing. The API error stays wrapped, so
 // apierrors.IsForbidden and friends still work on the result.
 func apiError(verb, namespace, name string, err error) error {
-	if apierrors.IsForbidden(err) {
-		return fmt.Errorf("mutex %s/%s: not allowed to %s leases.coordination.k8s.io in namespace %q (grant the %q verb on leases to this identity): %w",
-			namespace, name, verb, namespace, verb, err)
+	return leaseError("mutex "+namespace+"/"+name, verb, namespace, err)
+}
+
+// semError is apiError for the semaphore namespace/name; slot is the
+// slot's number, or -1 for the semaphore's own Lease.
+func semError(verb, namespace, name string, slot int, err error) error {
+	m := &Mutex{namespace: namespace, name: name, slotOf: name}
+	if slot >= 0 {
+		m.name, m.slotNum = slotName(name, slot), slot
 	}
-	return fmt.Errorf("mutex %s/%s: %s lease: %w", namespace, name, verb, err)
+	return leaseError(m.subject(), verb, namespace, err)
+}
+
+// leaseError describes err from verb on a Lease in namespace that belongs
+// to subject ("mutex ns/name", "semaphore ns/name (slot 0)", ...). A
+// refusal names the verb to grant.
+func leaseError(subject, verb, namespace string, err error) error {
+	if apierrors.IsForbidden(err) {
+		return fmt.Errorf("%s: not allowed to %s leases.coordination.k8s.io in namespace %q (grant the %q verb on leases to this identity): %w",
+			subject, verb, namespace, verb, err)
+	}
+	return fmt.Errorf("%s: %s lease: %w", subject, verb, err)
 }
 
 func validateRef(namespace, name string) error {

@@ -241,9 +241,9 @@ func (w *waiter) enqueue(ctx context.Context) error {
 		if err != nil {
 			sess.release()
 			if apierrors.IsForbidden(err) {
-				return fmt.Errorf("mutex %s/%s is fair, and this identity may not queue for it: %w", m.namespace, m.name, apiError("create", m.namespace, m.name, err))
+				return fmt.Errorf("%s is fair, and this identity may not queue for it: %w", m.subject(), m.apiError("create", err))
 			}
-			return apiError("create", m.namespace, m.name, err)
+			return m.apiError("create", err)
 		}
 		e, err := decodeEntry(out, m.queueName())
 		if err != nil {
@@ -485,7 +485,7 @@ func (w *waiter) claimOn(ctx context.Context, m *Mutex, r *record) (done bool, n
 	case apierrors.IsConflict(err), apierrors.IsNotFound(err):
 		return false, nil, nil
 	case isDefinite(err):
-		return false, nil, apiError("update", m.namespace, m.name, err)
+		return false, nil, m.apiError("update", err)
 	}
 	// The answer was lost: if the confirmation landed, the hold is ours
 	// from that write; if Lock gives up first, abandon releases it.
@@ -562,7 +562,7 @@ func (m *Mutex) passOn(ctx context.Context, r *record, skip string) error {
 		return err
 	}
 	if _, err := m.c.update(ctx, l); err != nil && !apierrors.IsConflict(err) {
-		return apiError("update", m.namespace, m.name, err)
+		return m.apiError("update", err)
 	}
 	return nil
 }

@@ -374,7 +374,7 @@ func (m *Mutex) renewOnce(ctx context.Context, h *hold) (lost, err error) {
 			}
 			h.rec = r
 		default:
-			return nil, apiError("update", m.namespace, m.name, err)
+			return nil, m.apiError("update", err)
 		}
 	}
 }

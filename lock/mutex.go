@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"sync"
 	"time"
 
@@ -458,6 +459,23 @@ func (m *Mutex) startHold(ctx context.Context, r *record, at attempt) bool {
 	}
 	m.startKeeper(h, sent)
 	return true
+}
+
+// subject names what this handle's Lease is: the mutex, or for a
+// semaphore's handle the semaphore (and slot).
+func (m *Mutex) subject() string {
+	switch {
+	case m.slotOf == "":
+		return "mutex " + m.namespace + "/" + m.name
+	case m.name == m.slotOf:
+		return "semaphore " + m.namespace + "/" + m.slotOf
+	}
+	return "semaphore " + m.namespace + "/" + m.slotOf + " (slot " + strconv.Itoa(m.slotNum) + ")"
+}
+
+// apiError is the package's apiError for this handle's Lease.
+func (m *Mutex) apiError(verb string, err error) error {
+	return leaseError(m.subject(), verb, m.namespace, err)
 }
 
 // lose ends hold h with err unless it already ended.

@@ -189,9 +189,9 @@ func (c *Client) listQueue(ctx context.Context, namespace, name string) (*queue,
 		list, err := c.leases.Leases(namespace).List(ctx, opts)
 		if err != nil {
 			if apierrors.IsForbidden(err) {
-				return nil, fmt.Errorf("mutex %s/%s is fair, and its queue cannot be read: %w", namespace, name, apiError("list", namespace, name, err))
+				return nil, fmt.Errorf("%s/%s is fair, and its queue cannot be read: %w", namespace, name, leaseError("queue of "+namespace+"/"+name, "list", namespace, err))
 			}
-			return nil, apiError("list", namespace, name, err)
+			return nil, leaseError("queue of "+namespace+"/"+name, "list", namespace, err)
 		}
 		for i := range list.Items {
 			if e, err := decodeEntry(&list.Items[i], name); err == nil {
@@ -231,7 +231,7 @@ func (c *Client) getSession(ctx context.Context, namespace, name string) (*sessi
 		return nil, nil
 	}
 	if err != nil {
-		return nil, apiError("get", namespace, name, err)
+		return nil, leaseError("session "+namespace+"/"+name, "get", namespace, err)
 	}
 	sess, err := decodeSession(l)
 	if err != nil {

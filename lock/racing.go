@@ -165,7 +165,7 @@ func (m *Mutex) take(ctx context.Context, a *acquirer, r *record, prev string) (
 		m.log.V(2).Info("acquire lost a race", "reason", apierrors.ReasonForError(err))
 		return false, nil, nil
 	case isDefinite(err):
-		return false, nil, apiError("update", m.namespace, m.name, err)
+		return false, nil, m.apiError("update", err)
 	default:
 		return m.resolve(ctx, a, attempt{token: token, sent: sent, prev: prev, err: err})
 	}
@@ -190,9 +190,9 @@ func (m *Mutex) create(ctx context.Context, a *acquirer) (done bool, next *recor
 		return false, nil, nil
 	case apierrors.IsForbidden(err):
 		return false, nil, fmt.Errorf("mutex %s/%s does not exist and this identity may not create it (grant the \"create\" verb on leases, or have it created beforehand): %w",
-			m.namespace, m.name, apiError("create", m.namespace, m.name, err))
+			m.namespace, m.name, m.apiError("create", err))
 	case isDefinite(err):
-		return false, nil, apiError("create", m.namespace, m.name, err)
+		return false, nil, m.apiError("create", err)
 	default:
 		return m.resolve(ctx, a, attempt{token: 1, sent: sent, err: err})
 	}

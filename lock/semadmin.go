@@ -169,7 +169,7 @@ func (c *Client) CreateSemaphore(ctx context.Context, namespace, name string, op
 				continue
 			}
 			if err != nil {
-				return SemaphoreStatus{}, false, apiError("create", namespace, name, err)
+				return SemaphoreStatus{}, false, semError("create", namespace, name, -1, err)
 			}
 			sem, err := decodeSemaphore(out)
 			if err != nil {
@@ -179,7 +179,7 @@ func (c *Client) CreateSemaphore(ctx context.Context, namespace, name string, op
 			return c.semaphoreStatus(sem, nil, &sightings{}, c.clock.Now()), true, nil
 		}
 		if err != nil {
-			return SemaphoreStatus{}, false, apiError("get", namespace, name, err)
+			return SemaphoreStatus{}, false, semError("get", namespace, name, -1, err)
 		}
 		sem, err := decodeSemaphore(l)
 		if err != nil {
@@ -228,7 +228,7 @@ func (c *Client) CreateSemaphore(ctx context.Context, namespace, name string, op
 		if _, err := c.update(ctx, next); apierrors.IsConflict(err) {
 			continue
 		} else if err != nil {
-			return SemaphoreStatus{}, false, apiError("update", namespace, name, err)
+			return SemaphoreStatus{}, false, semError("update", namespace, name, -1, err)
 		}
 		c.log.V(1).Info("changed semaphore", "namespace", namespace, "name", name, "limit", opts.Limit, "ttl", opts.TTL, "fair", opts.Fair)
 		st, err = c.GetSemaphore(ctx, namespace, name)
@@ -255,7 +255,7 @@ func (c *Client) ensureSlots(ctx context.Context, namespace, name string, opts S
 				continue // beyond the limit and never made: nothing to retire
 			}
 			if _, err := c.create(ctx, newSlotLease(namespace, name, k, opts.TTL, opts.Fair, false)); err != nil && !apierrors.IsAlreadyExists(err) {
-				return apiError("create", namespace, slotName(name, k), err)
+				return semError("create", namespace, name, k, err)
 			}
 			continue
 		}
@@ -271,7 +271,7 @@ func (c *Client) ensureSlots(ctx context.Context, namespace, name string, opts S
 				break
 			}
 			if !apierrors.IsConflict(err) {
-				return apiError("update", namespace, l.Name, err)
+				return semError("update", namespace, name, r.slot, err)
 			}
 			// Its holder renewed meanwhile: read it and write again.
 			if r, err = c.getAs(ctx, namespace, l.Name, func(l *coordinationv1.Lease) (*record, error) { return decodeSlot(l, name) }); err != nil {
@@ -297,7 +297,7 @@ func (c *Client) GetSemaphore(ctx context.Context, namespace, name string) (Sema
 		return SemaphoreStatus{}, &NotFoundError{Namespace: namespace, Name: name, Kind: "semaphore"}
 	}
 	if err != nil {
-		return SemaphoreStatus{}, apiError("get", namespace, name, err)
+		return SemaphoreStatus{}, semError("get", namespace, name, -1, err)
 	}
 	sem, err := decodeSemaphore(l)
 	if err != nil {
@@ -397,7 +397,7 @@ func (c *Client) DeleteSemaphore(ctx context.Context, namespace, name string, fo
 		return c.DeleteSemaphore(ctx, namespace, name, force) // changed meanwhile: decide again
 	}
 	if err != nil && !apierrors.IsNotFound(err) {
-		return SemaphoreStatus{}, apiError("delete", namespace, name, err)
+		return SemaphoreStatus{}, semError("delete", namespace, name, -1, err)
 	}
 	slots, _, err := c.listSlots(ctx, namespace, name)
 	if err != nil {
@@ -453,7 +453,7 @@ func (c *Client) ForceReleaseSemaphore(ctx context.Context, namespace, name, hol
 		case apierrors.IsConflict(err):
 			continue
 		default:
-			return SlotStatus{}, apiError("update", namespace, victim.lease.Name, err)
+			return SlotStatus{}, semError("update", namespace, name, victim.slot, err)
 		}
 	}
 }

@@ -304,7 +304,7 @@ func (s *Semaphore) read(ctx context.Context) (*semaphore, []*record, string, er
 		return nil, nil, "", &NotFoundError{Namespace: s.namespace, Name: s.name, Kind: "semaphore"}
 	}
 	if err != nil {
-		return nil, nil, "", apiError("get", s.namespace, s.name, err)
+		return nil, nil, "", semError("get", s.namespace, s.name, -1, err)
 	}
 	sem, err := decodeSemaphore(l)
 	if err != nil {
@@ -319,7 +319,7 @@ func (s *Semaphore) read(ctx context.Context) (*semaphore, []*record, string, er
 func (c *Client) listSlots(ctx context.Context, namespace, name string) ([]*record, string, error) {
 	list, err := c.leases.Leases(namespace).List(ctx, metav1.ListOptions{LabelSelector: slotSelector(name)})
 	if err != nil {
-		return nil, "", apiError("list", namespace, name, err)
+		return nil, "", semError("list", namespace, name, -1, err)
 	}
 	var slots []*record
 	for i := range list.Items {

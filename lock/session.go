@@ -157,9 +157,9 @@ func (s *ownSession) create(ctx context.Context) error {
 	out, err := c.create(ctx, l)
 	if err != nil {
 		if apierrors.IsForbidden(err) {
-			return fmt.Errorf("waiting on a fair mutex needs a session Lease, which this identity may not create: %w", apiError("create", s.namespace, name, err))
+			return fmt.Errorf("waiting in the queue of a fair mutex or semaphore needs a session Lease, which this identity may not create: %w", leaseError("session "+s.namespace+"/"+name, "create", s.namespace, err))
 		}
-		return apiError("create", s.namespace, name, err)
+		return leaseError("session "+s.namespace+"/"+name, "create", s.namespace, err)
 	}
 	cur, err := decodeSession(out)
 	if err != nil {
@@ -383,7 +383,7 @@ func (c *Client) deleteExact(ctx context.Context, l *coordinationv1.Lease) error
 	if err == nil || apierrors.IsNotFound(err) {
 		return nil
 	}
-	return apiError("delete", l.Namespace, l.Name, err)
+	return leaseError("lease "+l.Namespace+"/"+l.Name, "delete", l.Namespace, err)
 }
 
 // mayDelete checks, once per namespace, that this identity may delete
@@ -401,7 +401,7 @@ func (c *Client) mayDelete(ctx context.Context, namespace string) error {
 		c.deletable.Store(namespace, true)
 		return nil
 	case apierrors.IsForbidden(err):
-		return fmt.Errorf("waiting on a fair mutex needs the \"delete\" verb on leases, to leave the queue again; nothing was queued: %w", apiError("delete", namespace, probe, err))
+		return fmt.Errorf("waiting in the queue of a fair mutex or semaphore needs the \"delete\" verb on leases, to leave the queue again; nothing was queued: %w", leaseError("namespace "+namespace, "delete", namespace, err))
 	}
-	return apiError("delete", namespace, probe, err)
+	return leaseError("namespace "+namespace, "delete", namespace, err)
 }

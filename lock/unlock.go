@@ -97,7 +97,7 @@ func (m *Mutex) unlockOnce(ctx context.Context, h *hold, released *int32) (Statu
 			if !isDefinite(err) {
 				*released = r.token
 			}
-			return Status{}, m.unlockFailed(h, apiError("update", m.namespace, m.name, err))
+			return Status{}, m.unlockFailed(h, m.apiError("update", err))
 		}
 	}
 }
