@@ -28,7 +28,7 @@ func TestMain(m *testing.M) {
 	switch os.Getenv(childModeEnv) {
 	case "":
 		code := m.Run()
-		os.Exit(reportLeaks(code))
+		os.Exit(reportLeaks(code, LeakOptions()))
 	case "exit":
 		fmt.Println("child started")
 		os.Exit(3)

@@ -75,7 +75,11 @@ func Main(m *testing.M, opts Options, env **Env) int {
 			code = 1
 		}
 	}
-	return reportLeaks(code)
+	leaks := LeakOptions()
+	if opts.Node != nil {
+		leaks = nodeLeakOptions()
+	}
+	return reportLeaks(code, leaks)
 }
 
 // Namespace creates a fresh, uniquely named namespace and deletes it when the
