@@ -199,8 +199,9 @@ func (s *ownSession) sentOf(name, rv string) (time.Time, bool) {
 }
 
 // orphan hands the keeper an entry of this session that could not be
-// deleted: it tries again after each renewal. An orphan of a session that
-// is then lost or removed dies with it.
+// deleted: it tries again after each renewal. The entry is live only while
+// its session is: if that is lost or removed, the entry dies with it (and
+// the next session's keeper still deletes it).
 func (s *ownSession) orphan(l *coordinationv1.Lease) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -220,10 +221,12 @@ func (s *ownSession) deleteOrphans(ctx context.Context, d time.Duration) {
 	defer cancel()
 	var left []*coordinationv1.Lease
 	for _, l := range todo {
-		if err := s.c.deleteExact(ctx, l); err != nil {
+		if err := s.c.deleteExact(ctx, l); err != nil && !apierrors.IsConflict(err) {
 			left = append(left, l)
 			continue
 		}
+		// Deleted, gone, or (a conflict) changed by someone else, which
+		// makes it no entry this session made any more: done either way.
 		s.c.log.V(1).Info("deleted a queue entry left behind", "namespace", s.namespace, "entry", l.Name)
 	}
 	s.mu.Lock()
