@@ -256,11 +256,7 @@ func apiError(verb, namespace, name string, err error) error {
 // semError is apiError for the semaphore namespace/name; slot is the
 // slot's number, or -1 for the semaphore's own Lease.
 func semError(verb, namespace, name string, slot int, err error) error {
-	m := &Mutex{namespace: namespace, name: name, slotOf: name}
-	if slot >= 0 {
-		m.name, m.slotNum = slotName(name, slot), slot
-	}
-	return leaseError(m.subject(), verb, namespace, err)
+	return leaseError(semSubject(namespace, name, slot), verb, namespace, err)
 }
 
 // leaseError describes err from verb on a Lease in namespace that belongs

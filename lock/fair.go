@@ -317,7 +317,7 @@ func (w *waiter) follow(ctx context.Context, pred *entry) error {
 			return ctx.Err()
 		case <-w.sess.lostC():
 			stop()
-			w.requeue(ctx) // dead to others: queue again
+			w.abandonEntry(ctx) // dead to others: queue again
 			return nil
 		case <-pollC:
 			stop()
@@ -382,7 +382,7 @@ func (w *waiter) atHead(ctx context.Context) (acquired bool, err error) {
 		}
 		select {
 		case <-a.interrupt:
-			w.requeue(ctx)
+			w.abandonEntry(ctx) // session lost: queue again
 			return false, nil
 		default:
 		}
@@ -493,9 +493,7 @@ func (w *waiter) claimOn(ctx context.Context, m *Mutex, r *record) (done bool, n
 	return false, nil, err
 }
 
-// leave ends a call that did not acquire: it gives up its entry. Its
-// requests share the call's cleanup budget (acquirer.cleanupCtx), whatever
-// ctx says.
+// leave ends a call that did not acquire: it gives up its entry.
 func (w *waiter) leave(ctx context.Context) {
 	if w.acquired {
 		return
@@ -506,29 +504,24 @@ func (w *waiter) leave(ctx context.Context) {
 	if w.own == nil {
 		return
 	}
-	cctx, cancel := w.a.cleanupCtx(ctx)
-	defer cancel()
-	w.abandonEntry(cctx)
-}
-
-// requeue gives up the entry of a call whose session was lost, so that it
-// can queue again under a new one. The old session may still look live to
-// others (its last renewal landed, but the answer was lost): until it runs
-// out, a releaser could hand the mutex to the old entry, which nobody
-// would claim.
-func (w *waiter) requeue(ctx context.Context) {
-	cctx, cancel := w.a.cleanupCtx(ctx)
-	defer cancel()
-	w.abandonEntry(cctx)
+	w.abandonEntry(ctx)
 }
 
 // abandonEntry deletes this call's entry and forgets it, then passes on a
-// handoff that reached the entry meanwhile. A handoff that lands after
-// that (the releaser had not yet seen the deletion) goes unconfirmed and
-// runs out: a delay for the next waiter, never a second holder. An entry
-// whose deletion fails is left to the session's keeper: while the session
-// lives, so does the entry, and everyone behind it would wait for it.
+// handoff that reached the entry meanwhile; its requests share the call's
+// cleanup budget (acquirer.cleanupCtx), whatever ctx says. A call that
+// leaves, and one whose session was lost and queues again under a new one,
+// both come here: the old session may still look live to others (its last
+// renewal landed, but the answer was lost), and a releaser could hand the
+// mutex to the old entry, which nobody would claim. A handoff that lands
+// after the deletion (the releaser had not yet seen it) goes unconfirmed
+// and runs out: a delay for the next waiter, never a second holder. An
+// entry whose deletion fails is left to the session's keeper: while the
+// session lives, so does the entry, and everyone behind it would wait for
+// it.
 func (w *waiter) abandonEntry(ctx context.Context) {
+	ctx, cancel := w.a.cleanupCtx(ctx)
+	defer cancel()
 	m, own, sess := w.m, w.own, w.sess
 	if err := m.c.deleteExact(ctx, own.lease); err != nil {
 		m.log.Info("leaving the queue failed; the entry is deleted at the session's next renewal", "entry", own.lease.Name, "error", err.Error())

@@ -468,9 +468,18 @@ func (m *Mutex) subject() string {
 	case m.slotOf == "":
 		return "mutex " + m.namespace + "/" + m.name
 	case m.name == m.slotOf:
-		return "semaphore " + m.namespace + "/" + m.slotOf
+		return semSubject(m.namespace, m.slotOf, -1)
 	}
-	return "semaphore " + m.namespace + "/" + m.slotOf + " (slot " + strconv.Itoa(m.slotNum) + ")"
+	return semSubject(m.namespace, m.slotOf, m.slotNum)
+}
+
+// semSubject names the semaphore namespace/name, and its slot unless slot
+// is -1.
+func semSubject(namespace, name string, slot int) string {
+	if slot < 0 {
+		return "semaphore " + namespace + "/" + name
+	}
+	return "semaphore " + namespace + "/" + name + " (slot " + strconv.Itoa(slot) + ")"
 }
 
 // apiError is the package's apiError for this handle's Lease.

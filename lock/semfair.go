@@ -141,7 +141,7 @@ func (s *Semaphore) atHead(ctx context.Context, w *waiter, sem *semaphore) (bool
 	for {
 		select {
 		case <-w.sess.lostC():
-			w.requeue(ctx)
+			w.abandonEntry(ctx) // session lost: queue again
 			return false, nil
 		default:
 		}
